@@ -1,0 +1,26 @@
+# Quick start: `make run` (the main job) and `make test`. Both build the project's environment
+# on first use (scripts/in-env: a venv, or a Debian 13 root filesystem on older-glibc hosts).
+IN_ENV := scripts/in-env
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lint env help
+
+help:
+	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (pipeline/run_local.py)"
+	@echo "make test [PYTEST_ARGS=...]          the test suite (offline, on ../shared mini data)"
+	@echo "make lint                            ruff"
+	@echo "make env                             build the environment only"
+
+env:
+	$(IN_ENV) python -c "import tfx, tensorflow, keras; print('tfx', tfx.__version__, 'tf', tensorflow.__version__, 'keras', keras.__version__)"
+
+run:
+	$(IN_ENV) python pipeline/run_local.py $(ARGS)
+
+test:
+	$(IN_ENV) ruff check .
+	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(IN_ENV) ruff check .

@@ -1,0 +1,1 @@
+"""Pipeline pieces beyond the standard TFX components: ingestion and gates."""

@@ -1,0 +1,181 @@
+"""The one configuration of a pipeline run: every knob, with the seed recipe as defaults.
+
+Both runners build a `PipelineConfig` from the same flag definitions (`add_flags` /
+`config_from_args`), so no knob is declared twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# The TensorFlow "Transfer learning and fine-tuning" tutorial (the seed recipe).
+SEED_IMAGE_SIZE = 160
+SEED_BATCH_SIZE = 32
+SEED_LEARNING_RATE = 1e-4
+SEED_EPOCHS = 10
+SEED_FINE_TUNE_EPOCHS = 10
+SEED_FINE_TUNE_AT = 100
+SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
+SEED_DROPOUT = 0.2
+SEED_ROTATION = 0.2
+SEED_TEST_FRACTION = 0.2  # of the validation folder, moved to the test split
+SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+
+
+def _knob(default: Any, help: str, **flag: Any) -> Any:
+    """A dataclass field that also describes its command-line flag."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every knob of a run. Paths may be local or remote (gs://, s3://) where TFX allows."""
+
+    # Data and outputs
+    data_dir: str | None = _knob(
+        None,
+        "Image folder: root/train/<class>/ + root/validation/<class>/, or root/<class>/. "
+        "Default: download the seed's cats_and_dogs_filtered archive into a cache.",
+    )
+    output_dir: str = _knob("outputs", "Pipeline root, ML metadata, TFRecords and serving dir.")
+    pipeline_name: str = _knob("tfx-image-transfer", "TFX pipeline name.")
+    model_name: str = _knob("image_classifier", "Model name in the TF Serving directory.")
+    serving_dir: str | None = _knob(None, "TF Serving base directory (default OUTPUT_DIR/serving).")
+
+    # Ingestion
+    eval_fraction: float = _knob(
+        0.1, "Class-folder layout: fraction of images in the eval split (hash split)."
+    )
+    test_fraction: float = _knob(
+        0.1, "Class-folder layout: fraction of images in the test split (hash split)."
+    )
+    validation_test_fraction: float = _knob(
+        SEED_TEST_FRACTION,
+        "train/validation layout: fraction of the validation folder moved to the test split.",
+    )
+    min_image_side: int = _knob(32, "Images with a side shorter than this are skipped.")
+    num_shards: int = _knob(2, "TFRecord shards per split.")
+
+    # Model
+    base_weights: str = _knob(
+        "imagenet",
+        "MobileNetV2 base weights: imagenet (Keras download), a local .h5 path, or none.",
+    )
+    alpha: float = _knob(1.0, "MobileNetV2 width multiplier (must match the weights file).")
+    image_size: int = _knob(SEED_IMAGE_SIZE, "Square input size in pixels.")
+    dropout: float = _knob(SEED_DROPOUT, "Dropout rate before the classification layer.")
+    rotation: float = _knob(SEED_ROTATION, "RandomRotation factor for augmentation (0 = off).")
+    horizontal_flip: bool = _knob(True, "Random horizontal flips for augmentation.")
+
+    # Training
+    batch_size: int = _knob(SEED_BATCH_SIZE, "Batch size.")
+    epochs: int = _knob(SEED_EPOCHS, "Phase 1 (frozen base) epochs.")
+    learning_rate: float = _knob(SEED_LEARNING_RATE, "Phase 1 Adam learning rate.")
+    fine_tune_epochs: int = _knob(SEED_FINE_TUNE_EPOCHS, "Phase 2 (fine-tune) epochs; 0 skips it.")
+    fine_tune_at: int = _knob(SEED_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index.")
+    fine_tune_lr_factor: float = _knob(
+        SEED_FINE_TUNE_LR_FACTOR, "Phase 2 RMSprop learning rate = learning rate x this factor."
+    )
+    shuffle_buffer: int = _knob(1000, "Shuffle buffer size (examples).")
+    seed: int = _knob(42, "Random seed for shuffling, augmentation and initialisation.")
+
+    # Evaluation and push
+    min_accuracy: float = _knob(0.90, "Blessing needs test accuracy >= this.")
+    max_accuracy_drop: float = _knob(
+        0.01, "Blessing fails if accuracy falls more than this below the last blessed model."
+    )
+
+    # Execution
+    beam_workers: int = _knob(1, "Beam in-memory workers for ingestion and TFX components.")
+    enable_cache: bool = _knob(True, "Reuse outputs of unchanged components (TFX caching).")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.eval_fraction < 1 or not 0 <= self.test_fraction < 1:
+            problems.append("eval/test fractions must be in [0, 1)")
+        if self.eval_fraction + self.test_fraction >= 1:
+            problems.append("eval_fraction + test_fraction must leave images for training")
+        if not 0 < self.validation_test_fraction < 1:
+            problems.append("validation_test_fraction must be in (0, 1)")
+        if self.image_size < 32:
+            problems.append("image_size must be >= 32 (MobileNetV2's minimum)")
+        if self.epochs < 1:
+            problems.append("epochs must be >= 1")
+        if self.fine_tune_epochs < 0 or self.fine_tune_at < 0:
+            problems.append("fine_tune_epochs and fine_tune_at must be >= 0")
+        if self.batch_size < 1 or self.num_shards < 1:
+            problems.append("batch_size and num_shards must be >= 1")
+        if not 0 <= self.min_accuracy <= 1:
+            problems.append("min_accuracy must be in [0, 1]")
+        if problems:
+            raise ValueError("invalid configuration: " + "; ".join(problems))
+
+    # Derived locations: one place decides the output layout.
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def tfrecords_dir(self) -> str:
+        return os.path.join(self.output_dir, "tfrecords")
+
+    @property
+    def serving_model_dir(self) -> str:
+        """Where the Pusher writes: <serving_dir>/<model_name>/<version>/."""
+        return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"),
+                            self.model_name)
+
+    def training_dict(self) -> dict[str, Any]:
+        """The knobs the Trainer needs, JSON-serialisable (passed as custom_config)."""
+        keys = ["base_weights", "alpha", "image_size", "dropout", "rotation", "horizontal_flip",
+                "batch_size", "epochs", "learning_rate", "fine_tune_epochs", "fine_tune_at",
+                "fine_tune_lr_factor", "shuffle_buffer", "seed"]
+        return {k: getattr(self, k) for k in keys}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Adds one flag per PipelineConfig field (defaults and help from the dataclass)."""
+    for f in dataclasses.fields(PipelineConfig):
+        if f.name in exclude:
+            continue
+        kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name}
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["default"] = f.default
+        else:
+            kwargs["default"] = f.default
+            kwargs["type"] = _field_type(f)
+            kwargs["help"] += f" (default: {f.default})"
+        parser.add_argument(_flag_name(f.name), **kwargs)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    for t in (int, float):
+        if text.startswith(t.__name__):
+            return t
+    return str
+
+
+def config_from_args(args: argparse.Namespace, **overrides: Any) -> PipelineConfig:
+    """Builds the config from parsed flags (only the fields the parser defined)."""
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides)
+    return PipelineConfig(**values)

@@ -1,0 +1,111 @@
+"""`create_pipeline`: the one definition of the TFX pipeline, shared by every runner."""
+
+from __future__ import annotations
+
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
+from tfx import v1 as tfx
+
+from components.anomaly_gate import AnomalyGate
+from pipeline.config import PipelineConfig
+from trainer import features as F
+from trainer.export import EXAMPLES_SIGNATURE
+from trainer.task import CLASSES_KEY, CONFIG_KEY
+
+RUN_FN = "trainer.task.run_fn"
+ACCURACY = "accuracy"
+
+
+
+def eval_config(cfg: PipelineConfig, num_classes: int) -> tfma.EvalConfig:
+    """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion."""
+    binary = num_classes == 2
+    model_spec = tfma.ModelSpec(
+        signature_name=EXAMPLES_SIGNATURE, label_key=F.LABEL_KEY,
+        prediction_key="positive_probability" if binary else "probabilities")
+    accuracy_class = "BinaryAccuracy" if binary else "SparseCategoricalAccuracy"
+    gate = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": cfg.min_accuracy}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -cfg.max_accuracy_drop}))
+    metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        # The gate applies to the overall slice only, not to the per-class slices.
+        tfma.MetricConfig(class_name=accuracy_class, config=f'{{"name": "{ACCURACY}"}}',
+                          per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
+                              slicing_specs=[tfma.SlicingSpec()], threshold=gate)]),
+    ]
+    specs = []
+    if binary:
+        metrics += [tfma.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")]
+        metrics += [tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
+                    tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds",
+                                      config='{"thresholds": [0.5]}')]
+    else:
+        metrics.append(tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
+        # One-vs-rest AUC/precision/recall, macro-averaged over the classes.
+        specs.append(tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],
+            binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
+            aggregate=tfma.AggregationOptions(macro_average=True)))
+    specs.insert(0, tfma.MetricsSpec(metrics=metrics))
+    return tfma.EvalConfig(
+        model_specs=[model_spec],
+        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
+        metrics_specs=specs)
+
+
+def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str],
+                    metadata_path: str | None = None,
+                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
+    """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see components.ingest)."""
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=examples_dir,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name=s, pattern=f"{s}/*") for s in F.SPLITS]))
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(feature_allowlist=list(F.STATISTICS_FEATURES)))
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
+        custom_config={CONFIG_KEY: cfg.training_dict(), CLASSES_KEY: list(class_names)})
+    trainer.add_upstream_node(anomaly_gate)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(cfg, len(class_names)),
+        example_splits=["test"])
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=cfg.serving_model_dir)))
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
+                  trainer, model_resolver, evaluator, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name,
+        pipeline_root=cfg.pipeline_root,
+        components=components,
+        enable_cache=cfg.enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+            if metadata_path else None),
+        beam_pipeline_args=beam_pipeline_args or [])

@@ -1,0 +1,115 @@
+"""Run the pipeline locally (LocalDagRunner): images -> TFRecords -> ... -> TF Serving dir.
+
+    python pipeline/run_local.py --data-dir ../shared/data/cats_vs_dogs \
+        --base-weights ../shared/weights/<file>.h5 --alpha 0.5
+"""
+
+from __future__ import annotations
+
+import os
+
+# Explicit before TensorFlow loads: which Keras `tf.keras` means must not depend on import
+# order (importing tfx sets it when unset). Project code imports Keras 3 as `keras`.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.config import PipelineConfig, add_flags, config_from_args  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> PipelineConfig:
+    """Flags (one per config knob) -> PipelineConfig."""
+    parser = argparse.ArgumentParser(
+        description="Train, evaluate and push an image classifier with TFX, locally.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+class _ProgressOnly(logging.Filter):
+    """Of TFX's (absl) INFO logging keep the component start/finish lines and warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or str(record.msg).startswith("Component ")
+
+
+def configure_logging() -> None:
+    """Progress lines (ingestion, components, training) without TFX's proto dumps."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("ingest", "trainer"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    absl_logger = logging.getLogger("absl")
+    absl_logger.setLevel(logging.INFO)
+    absl_logger.addFilter(_ProgressOnly())
+
+
+def run(cfg: PipelineConfig) -> dict:
+    """Ingests, runs the pipeline with LocalDagRunner and returns the run summary."""
+    from tfx import v1 as tfx
+
+    from components.ingest import SplitSettings, convert_image_tree, summarize
+    from pipeline.beam import beam_pipeline_args
+    from pipeline.data_source import resolve_data_dir
+    from pipeline.pipeline import create_pipeline
+    from pipeline.summary import collect_summary
+    from trainer.model import build_base
+
+    started = time.monotonic()
+    data_dir = resolve_data_dir(cfg.data_dir)
+    # Fail before any work if the base weights cannot be had (offline imagenet, bad path);
+    # a download lands in the Keras cache, where the Trainer then finds it.
+    build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
+    settings = SplitSettings(cfg.eval_fraction, cfg.test_fraction, cfg.validation_test_fraction,
+                             cfg.min_image_side, cfg.num_shards)
+    beam_args = beam_pipeline_args(cfg.beam_workers)
+    ingest_started = time.monotonic()
+    ingested = convert_image_tree(data_dir, cfg.tfrecords_dir, settings, beam_args)
+    ingest_seconds = time.monotonic() - ingest_started
+    print(f"[ingest] {'reused' if ingested.reused else 'converted'} {ingested.output_dir}: "
+          f"{summarize(ingested.report)}", flush=True)
+
+    pipeline = create_pipeline(cfg, ingested.output_dir, ingested.report["classes"],
+                               metadata_path=cfg.metadata_path, beam_pipeline_args=beam_args)
+    error = None
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except Exception as e:  # the summary still reports what ran; the error is re-raised below
+        error = e
+    summary = collect_summary(cfg, ingested, ingest_seconds, time.monotonic() - started)
+    summary["error"] = None if error is None else f"{type(error).__name__}: {error}"
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    configure_logging()
+    from components.ingest import IngestError
+    from pipeline.data_source import DataSourceError
+    from pipeline.summary import format_summary, write_summary
+    from trainer.model import WeightsError
+
+    try:
+        summary = run(cfg)
+    except (IngestError, DataSourceError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"summary: {write_summary(cfg, summary)}")
+    if summary["error"]:
+        print(f"error: {summary['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

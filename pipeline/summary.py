@@ -1,0 +1,147 @@
+"""The end-of-run summary, read back from ML Metadata and the artifacts the run produced."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.ingest import IngestResult
+from pipeline.config import PipelineConfig
+from trainer.task import HISTORY_FILE
+
+SUMMARY_FILE = "run_summary.json"
+
+
+def _store(path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _latest_run_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> list:
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is None:
+        return []
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if c.id in {x.id for x in store.get_children_contexts_by_context(pipeline_ctx.id)}
+            ] or store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        return []
+    run = max(runs, key=lambda c: c.create_time_since_epoch)
+    return store.get_executions_by_context(run.id)
+
+
+def _node_id(store: metadata_store.MetadataStore, execution: Any, node_type_id: int) -> str:
+    for ctx in store.get_contexts_by_execution(execution.id):
+        if ctx.type_id == node_type_id:
+            return ctx.name.split(".", 1)[-1]
+    return f"execution-{execution.id}"
+
+
+def _outputs(store: metadata_store.MetadataStore, execution_id: int) -> list:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def overall_metrics(evaluation_uri: str) -> dict[str, float]:
+    """The overall-slice TFMA metrics of an Evaluator output, as {name: value}."""
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri)
+    for slice_key, by_output in result.slicing_metrics:
+        if slice_key:
+            continue
+        flat: dict[str, float] = {}
+        for by_sub_key in by_output.values():
+            for metrics in by_sub_key.values():
+                for name, value in metrics.items():
+                    if isinstance(value, dict) and "doubleValue" in value:
+                        flat[name] = float(value["doubleValue"])
+        return flat
+    return {}
+
+
+def collect_summary(cfg: PipelineConfig, ingested: IngestResult, ingest_seconds: float,
+                    total_seconds: float) -> dict[str, Any]:
+    """Component statuses and times, phase accuracies, test metrics, blessing, pushed path."""
+    summary: dict[str, Any] = {
+        "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
+                      "seconds": round(ingest_seconds, 1),
+                      "per_split": ingested.report["per_split_total"],
+                      "skipped": ingested.report["skipped"]},
+        "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
+        "test_metrics": {}, "blessed": None, "pushed_to": None,
+        "total_seconds": round(total_seconds, 1),
+    }
+    if not os.path.exists(cfg.metadata_path):
+        return summary
+    store = _store(cfg.metadata_path)
+    node_type = store.get_context_type("node")
+    for execution in sorted(_latest_run_executions(store, cfg.pipeline_name),
+                            key=lambda e: e.create_time_since_epoch):
+        seconds = (execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000
+        summary["components"].append({
+            "component": _node_id(store, execution, node_type.id),
+            "status": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+            "seconds": round(seconds, 1)})
+        for artifact in _outputs(store, execution.id):
+            _read_artifact(store, artifact, summary)
+    return summary
+
+
+def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
+                   summary: dict[str, Any]) -> None:
+    type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+    props = artifact.custom_properties
+    if type_name == "ModelRun":
+        path = os.path.join(artifact.uri, HISTORY_FILE)
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                history = json.load(f)
+            for phase in ("phase1", "phase2"):
+                if phase in history:
+                    value = history[phase]["history"]["val_accuracy"][-1]
+                    summary[f"{phase}_val_accuracy"] = round(value, 4)
+    elif type_name == "ModelEvaluation":
+        summary["test_metrics"] = {k: round(v, 4) for k, v in
+                                   overall_metrics(artifact.uri).items()}
+    elif type_name == "ModelBlessing" and "blessed" in props:
+        summary["blessed"] = bool(props["blessed"].int_value)
+    elif type_name == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
+        summary["pushed_to"] = props["pushed_destination"].string_value
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable table printed at the end of a run."""
+    lines = ["", "=== run summary ==="]
+    ing = summary["ingestion"]
+    lines.append(f"ingestion          {'reused' if ing['reused'] else 'converted':>9}  "
+                 f"{ing['seconds']:7.1f}s  {ing['per_split']}, skipped {ing['skipped']}")
+    for c in summary["components"]:
+        lines.append(f"{c['component']:<30} {c['status']:>9}  {c['seconds']:7.1f}s")
+    p1, p2 = summary["phase1_val_accuracy"], summary["phase2_val_accuracy"]
+    lines.append(f"validation accuracy: phase 1 {p1}, phase 2 {p2}")
+    if summary["test_metrics"]:
+        metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
+        lines.append(f"test metrics: {metrics}")
+    lines.append(f"blessed: {summary['blessed']}")
+    lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed'}")
+    lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
+    return "\n".join(lines)
+
+
+def write_summary(cfg: PipelineConfig, summary: dict[str, Any]) -> str:
+    """Writes run_summary.json into the output dir and returns its path."""
+    path = os.path.join(cfg.output_dir, SUMMARY_FILE)
+    tf.io.gfile.makedirs(cfg.output_dir)
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(summary, f, indent=1)
+    return path

@@ -1,0 +1,135 @@
+"""Trainer: model structure per phase, input_fn, weights handling, export signatures."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import ALPHA, WEIGHTS, validation_photos
+from trainer import features as F
+from trainer import model as M
+from trainer.data import input_fn
+from trainer.export import EXAMPLES_SIGNATURE, SERVING_SIGNATURE, export_model
+from trainer.images import decode_and_resize, decode_batch
+
+SIZE = 96  # small and fast; any size >= 32 works with the no-top weights
+
+
+@pytest.fixture(scope="module")
+def binary_model():
+    return M.build_model(2, SIZE, ALPHA, str(WEIGHTS), seed=1)
+
+
+def trainable_layer_names(model) -> set[str]:
+    return {layer.name for layer in model.layers if layer.trainable and layer.weights}
+
+
+def test_phase1_trains_only_the_head(binary_model):
+    base = M.base_of(binary_model)
+    assert not base.trainable
+    assert binary_model.output_shape == (None, 1)
+    assert [w.path for w in binary_model.trainable_weights] == ["logits/kernel", "logits/bias"]
+    assert {layer.name for layer in binary_model.layers} >= {
+        "augment_flip", "augment_rotation", "rescale", "pool", "dropout", "logits"}
+
+
+def test_phase2_unfreezes_from_fine_tune_at():
+    model = M.build_model(2, SIZE, ALPHA, str(WEIGHTS))
+    before = len(model.trainable_weights)
+    M.unfreeze_top(model, 100)
+    base = M.base_of(model)
+    assert base.trainable
+    assert all(not layer.trainable for layer in base.layers[:100])
+    assert all(layer.trainable for layer in base.layers[100:])
+    expected = sum(len(layer.trainable_weights) for layer in base.layers[100:]) + before
+    assert len(model.trainable_weights) == expected > before
+    # BatchNormalization stays in inference mode: a forward pass in training mode does not
+    # change the moving statistics of an unfrozen BN layer.
+    bn = next(layer for layer in base.layers[100:]
+              if isinstance(layer, keras.layers.BatchNormalization))
+    mean_before = keras.ops.convert_to_numpy(bn.moving_mean)
+    model(np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32"),
+          training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_mean), mean_before)
+
+
+def test_multiclass_head_is_softmax_sized():
+    model = M.build_model(5, SIZE, ALPHA, M.NO_WEIGHTS)
+    assert model.output_shape == (None, 5)
+
+
+def test_pretrained_weights_are_loaded_from_the_local_file():
+    pretrained = M.build_base(SIZE, ALPHA, str(WEIGHTS))
+    random_init = M.build_base(SIZE, ALPHA, M.NO_WEIGHTS)
+    gamma = {w.path: np.array(w) for w in pretrained.weights if "Conv_1_bn/gamma" in w.path}
+    assert gamma and all(abs(v.mean() - 1.0) > 0.5 for v in gamma.values())  # trained, not 1s
+    assert len(pretrained.weights) == len(random_init.weights)
+
+
+def test_bad_weights_give_clear_errors(tmp_path):
+    with pytest.raises(M.WeightsError, match="does not exist"):
+        M.build_base(SIZE, ALPHA, str(tmp_path / "missing.h5"))
+    with pytest.raises(M.WeightsError, match="--alpha"):
+        M.build_base(SIZE, 1.0, str(WEIGHTS))  # file is alpha 0.5
+
+
+def test_input_fn_batches(mini_tfrecords):
+    ds = input_fn(f"{mini_tfrecords.output_dir}/train/*", SIZE, batch_size=32, training=True)
+    batches = list(ds)
+    assert [int(x.shape[0]) for x, _ in batches] == [32, 32, 16]
+    images, labels = batches[0]
+    assert images.dtype == tf.float32 and images.shape[1:] == (SIZE, SIZE, 3)
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
+    all_labels = np.concatenate([y.numpy() for _, y in batches])
+    assert sorted(np.bincount(all_labels)) == [40, 40]
+    # Reshuffled each epoch; the eval input is in file order every time.
+    second = np.concatenate([y.numpy() for _, y in ds])
+    assert not np.array_equal(all_labels, second)
+    eval_ds = input_fn(f"{mini_tfrecords.output_dir}/eval/*", SIZE, 8, training=False)
+    first_pass = np.concatenate([y.numpy() for _, y in eval_ds])
+    np.testing.assert_array_equal(first_pass, np.concatenate([y.numpy() for _, y in eval_ds]))
+
+
+def test_decoding_is_shared_and_handles_formats():
+    jpeg = validation_photos()[0][0].read_bytes()
+    single = decode_and_resize(tf.constant(jpeg), SIZE)
+    batch = decode_batch(tf.constant([jpeg, jpeg]), SIZE)
+    assert batch.shape == (2, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(batch[0], single)
+    png = tf.io.encode_png(tf.cast(tf.round(single), tf.uint8)).numpy()
+    assert decode_and_resize(tf.constant(png), SIZE).shape == (SIZE, SIZE, 3)
+
+
+def test_signatures_round_trip_raw_jpeg_bytes(binary_model, tmp_path):
+    export_dir = str(tmp_path / "model")
+    export_model(binary_model, ["cats", "dogs"], SIZE, export_dir)
+    loaded = tf.saved_model.load(export_dir)
+    assert set(loaded.signatures) == {SERVING_SIGNATURE, EXAMPLES_SIGNATURE}
+    photos = validation_photos()[:6]
+    data = [p.read_bytes() for p, _ in photos]
+
+    served = loaded.signatures[SERVING_SIGNATURE](images=tf.constant(data))
+    logits = binary_model(decode_batch(tf.constant(data), SIZE), training=False)
+    positive = tf.sigmoid(logits)[:, 0].numpy()
+    np.testing.assert_allclose(served["probabilities"][:, 1], positive, atol=1e-5)
+    np.testing.assert_allclose(tf.reduce_sum(served["probabilities"], 1), 1.0, atol=1e-6)
+    names = [n.decode() for n in served["class_name"].numpy()]
+    assert names == [["cats", "dogs"][i] for i in served["class_index"].numpy()]
+
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        F.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))}))
+        .SerializeToString() for d in data]
+    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(examples))
+    np.testing.assert_allclose(from_examples["positive_probability"], positive, atol=1e-5)
+    labels_asset = tmp_path / "model" / "assets" / "labels.txt"
+    assert labels_asset.read_text().split() == ["cats", "dogs"]
+
+
+def test_serving_rejects_non_image_bytes(binary_model, tmp_path):
+    export_dir = str(tmp_path / "model")
+    export_model(binary_model, ["cats", "dogs"], SIZE, export_dir)
+    serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        serve(images=tf.constant([b"definitely not an image"]))

@@ -1,0 +1,1 @@
+"""The Trainer's module: input, model, two-phase training and export."""

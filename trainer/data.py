@@ -1,0 +1,47 @@
+"""tf.data input over the Examples: parse, decode (the shared function), cache, shuffle, batch."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from trainer import features as F
+from trainer.images import decode_and_resize
+
+_FEATURE_SPEC = {
+    F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def list_files(patterns: list[str] | str) -> list[str]:
+    """Expands file patterns (TFX passes `<split dir>/*`) into a sorted file list."""
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {patterns}")
+    return files
+
+
+def _compression(files: list[str]) -> str:
+    return "GZIP" if files[0].endswith(".gz") else ""
+
+
+def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
+             training: bool, shuffle_buffer: int = 1000, seed: int = 42) -> tf.data.Dataset:
+    """Batches of (float32 images [B, S, S, 3] in [0, 255], int64 labels [B]).
+
+    Decoded images are cached in memory after the first epoch; training data is reshuffled
+    every epoch. Augmentation happens inside the model, so the cache holds plain images.
+    """
+    files = list_files(file_patterns)
+
+    def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+        return decode_and_resize(parsed[F.IMAGE_KEY], image_size), parsed[F.LABEL_KEY]
+
+    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files),
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

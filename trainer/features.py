@@ -1,0 +1,17 @@
+"""The tf.Example format: written by ingestion, read by the Trainer, TFMA and the signatures."""
+
+from __future__ import annotations
+
+IMAGE_KEY = "image"  # the original encoded bytes (JPEG/PNG/GIF/BMP)
+LABEL_KEY = "label"  # int64 class index into the sorted class names
+LABEL_NAME_KEY = "label_name"
+PATH_KEY = "path"  # path relative to the image folder
+SHA256_KEY = "sha256"
+HEIGHT_KEY = "height"
+WIDTH_KEY = "width"
+FORMAT_KEY = "format"  # jpeg | png | gif | bmp
+
+# Statistics and schema cover the metadata; raw bytes, unique paths and hashes are left out.
+STATISTICS_FEATURES = (LABEL_KEY, LABEL_NAME_KEY, HEIGHT_KEY, WIDTH_KEY)
+
+SPLITS = ("train", "eval", "test")

@@ -1,0 +1,122 @@
+"""The seed model: MobileNetV2 base under a new head, and the phase-2 unfreeze."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+IMAGENET = "imagenet"
+NO_WEIGHTS = "none"
+BASE_NAME = "mobilenetv2_base"
+
+
+WRAPPER_NAME = "base_inference_mode"
+
+
+class InferenceMode(keras.layers.Layer):
+    """Calls the wrapped model with training=False, whatever the outer call says.
+
+    The seed writes `base_model(x, training=False)` so that BatchNormalization keeps its
+    ImageNet moving statistics while the top of the base fine-tunes. In a Keras 3 functional
+    model that argument is overridden by the outer `training` flag, so the wrapper enforces it.
+    """
+
+    def __init__(self, inner: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, inputs):
+        return self.inner(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
+
+
+class WeightsError(RuntimeError):
+    """The base weights cannot be loaded (no network for imagenet, missing or mismatched file)."""
+
+
+def build_base(image_size: int, alpha: float, base_weights: str) -> keras.Model:
+    """MobileNetV2 without its top, frozen, with weights from imagenet, a local .h5, or none."""
+    shape = (image_size, image_size, 3)
+    if base_weights == NO_WEIGHTS:
+        weights = None
+    elif base_weights == IMAGENET:
+        weights = IMAGENET
+    else:
+        if not os.path.isfile(base_weights):
+            raise WeightsError(f"base weights file {base_weights!r} does not exist "
+                               "(use imagenet, none, or a path to a MobileNetV2 no-top .h5)")
+        weights = base_weights
+    try:
+        base = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
+                                              weights=weights)
+    except Exception as e:  # Keras raises several types for download and load failures
+        if weights == IMAGENET:
+            raise WeightsError(
+                f"could not download the ImageNet weights for MobileNetV2 (alpha={alpha}, "
+                f"{image_size}px): {e}. Without network access pass --base-weights with a local "
+                "no-top .h5 file (for example mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
+                f"{alpha}_224_no_top.h5) and the matching --alpha.") from e
+        if weights is not None:
+            raise WeightsError(f"could not load {weights!r} into MobileNetV2 alpha={alpha}: {e}. "
+                               "Is --alpha the one the file was trained with?") from e
+        raise
+    base.name = BASE_NAME
+    base.trainable = False
+    return base
+
+
+def build_model(num_classes: int, image_size: int = 160, alpha: float = 1.0,
+                base_weights: str = IMAGENET, dropout: float = 0.2, rotation: float = 0.2,
+                horizontal_flip: bool = True, seed: int = 42) -> keras.Model:
+    """Input float32 [0, 255] images -> logits (one for two classes, else one per class).
+
+    Augmentation and MobileNetV2's rescaling to [-1, 1] are layers of the model, so serving
+    feeds the same [0, 255] images the training input does.
+    """
+    if num_classes < 2:
+        raise ValueError("need at least two classes")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    if horizontal_flip:
+        x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
+    if rotation:
+        x = keras.layers.RandomRotation(rotation, seed=seed, name="augment_rotation")(x)
+    # == keras.applications.mobilenet_v2.preprocess_input, as a layer.
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
+    base = build_base(image_size, alpha, base_weights)
+    x = InferenceMode(base, name=WRAPPER_NAME)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="image_classifier")
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    """The MobileNetV2 base inside the model."""
+    return model.get_layer(WRAPPER_NAME).inner
+
+
+def is_binary(model: keras.Model) -> bool:
+    return model.output_shape[-1] == 1
+
+
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Logit losses and an accuracy metric named `accuracy` for either head."""
+    if is_binary(model):
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        accuracy = keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
+
+
+def unfreeze_top(model: keras.Model, fine_tune_at: int) -> None:
+    """Phase 2: the base trains from layer `fine_tune_at` on; the layers below stay frozen."""
+    base = base_of(model)
+    base.trainable = True
+    for layer in base.layers[:fine_tune_at]:
+        layer.trainable = False

@@ -1,0 +1,83 @@
+"""The Trainer's `run_fn`: phase 1 (frozen base), phase 2 (fine-tune), history, export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from pipeline.config import PipelineConfig
+from trainer import model as M
+from trainer.data import input_fn
+from trainer.export import export_model
+
+LOG = logging.getLogger("trainer")
+HISTORY_FILE = "history.json"
+CONFIG_KEY = "training"
+CLASSES_KEY = "classes"
+
+
+def _binary_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
+
+
+def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
+                     class_names: list[str], cfg: PipelineConfig, export_dir: str,
+                     log_dir: str) -> dict[str, Any]:
+    """Runs both phases of the seed recipe, writes history.json and TensorBoard logs to log_dir,
+    exports the SavedModel to export_dir, and returns the history."""
+    keras.utils.set_random_seed(cfg.seed)
+    model = M.build_model(len(class_names), cfg.image_size, cfg.alpha, cfg.base_weights,
+                          cfg.dropout, cfg.rotation, cfg.horizontal_flip, cfg.seed)
+    train_ds = input_fn(train_files, cfg.image_size, cfg.batch_size, True, cfg.shuffle_buffer,
+                        cfg.seed)
+    eval_ds = input_fn(eval_files, cfg.image_size, cfg.batch_size, False)
+    if M.is_binary(model):
+        train_ds, eval_ds = _binary_labels(train_ds), _binary_labels(eval_ds)
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
+    history: dict[str, Any] = {"classes": class_names, "config": cfg.training_dict()}
+
+    LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
+    M.compile_model(model, keras.optimizers.Adam(cfg.learning_rate))
+    started = time.monotonic()
+    h1 = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs,
+                   callbacks=[tensorboard], verbose=2)
+    history["phase1"] = _phase_record(h1.history, model, time.monotonic() - started)
+
+    if cfg.fine_tune_epochs > 0:
+        M.unfreeze_top(model, cfg.fine_tune_at)
+        rate = cfg.learning_rate * cfg.fine_tune_lr_factor
+        LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, %d epochs",
+                 cfg.fine_tune_at, rate, cfg.fine_tune_epochs)
+        M.compile_model(model, keras.optimizers.RMSprop(rate))
+        started = time.monotonic()
+        h2 = model.fit(train_ds, validation_data=eval_ds,
+                       epochs=cfg.epochs + cfg.fine_tune_epochs, initial_epoch=cfg.epochs,
+                       callbacks=[tensorboard], verbose=2)
+        history["phase2"] = _phase_record(h2.history, model, time.monotonic() - started)
+
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
+        json.dump(history, f, indent=1)
+    export_model(model, class_names, cfg.image_size, export_dir)
+    return history
+
+
+def _phase_record(metrics: dict[str, list[float]], model: keras.Model,
+                  seconds: float) -> dict[str, Any]:
+    return {"history": {k: [float(v) for v in vs] for k, vs in metrics.items()},
+            "trainable_weights": len(model.trainable_weights),
+            "seconds": round(seconds, 1)}
+
+
+def run_fn(fn_args: Any) -> None:
+    """TFX Trainer entry point (GenericExecutor)."""
+    custom = fn_args.custom_config or {}
+    cfg = PipelineConfig(**custom[CONFIG_KEY])
+    train_and_export(fn_args.train_files, fn_args.eval_files, list(custom[CLASSES_KEY]), cfg,
+                     fn_args.serving_model_dir, fn_args.model_run_dir)
