@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tensorflow_data_validation as tfdv
-import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 
 from components.anomaly_gate import AnomalyGate
+from components.pusher import IdempotentPusherExecutor
 from pipeline.config import PipelineConfig
 from trainer import features as F
 from trainer.export import EXAMPLES_SIGNATURE
@@ -18,42 +19,42 @@ ACCURACY = "accuracy"
 
 
 
-def eval_config(cfg: PipelineConfig, num_classes: int) -> tfma.EvalConfig:
+def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion."""
     binary = num_classes == 2
-    model_spec = tfma.ModelSpec(
+    model_spec = config_pb2.ModelSpec(
         signature_name=EXAMPLES_SIGNATURE, label_key=F.LABEL_KEY,
         prediction_key="positive_probability" if binary else "probabilities")
     accuracy_class = "BinaryAccuracy" if binary else "SparseCategoricalAccuracy"
-    gate = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": cfg.min_accuracy}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+    gate = config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": cfg.min_accuracy}),
+        change_threshold=config_pb2.GenericChangeThreshold(
+            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER,
             absolute={"value": -cfg.max_accuracy_drop}))
     metrics = [
-        tfma.MetricConfig(class_name="ExampleCount"),
+        config_pb2.MetricConfig(class_name="ExampleCount"),
         # The gate applies to the overall slice only, not to the per-class slices.
-        tfma.MetricConfig(class_name=accuracy_class, config=f'{{"name": "{ACCURACY}"}}',
+        config_pb2.MetricConfig(class_name=accuracy_class, config=f'{{"name": "{ACCURACY}"}}',
                           per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
-                              slicing_specs=[tfma.SlicingSpec()], threshold=gate)]),
+                              slicing_specs=[config_pb2.SlicingSpec()], threshold=gate)]),
     ]
     specs = []
     if binary:
-        metrics += [tfma.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")]
-        metrics += [tfma.MetricConfig(class_name="ConfusionMatrixPlot"),
-                    tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds",
+        metrics += [config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")]
+        metrics += [config_pb2.MetricConfig(class_name="ConfusionMatrixPlot"),
+                    config_pb2.MetricConfig(class_name="ConfusionMatrixAtThresholds",
                                       config='{"thresholds": [0.5]}')]
     else:
-        metrics.append(tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
+        metrics.append(config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
         # One-vs-rest AUC/precision/recall, macro-averaged over the classes.
-        specs.append(tfma.MetricsSpec(
-            metrics=[tfma.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],
-            binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
-            aggregate=tfma.AggregationOptions(macro_average=True)))
-    specs.insert(0, tfma.MetricsSpec(metrics=metrics))
-    return tfma.EvalConfig(
+        specs.append(config_pb2.MetricsSpec(
+            metrics=[config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],
+            binarize=config_pb2.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
+            aggregate=config_pb2.AggregationOptions(macro_average=True)))
+    specs.insert(0, config_pb2.MetricsSpec(metrics=metrics))
+    return config_pb2.EvalConfig(
         model_specs=[model_spec],
-        slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
+        slicing_specs=[config_pb2.SlicingSpec(), config_pb2.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
         metrics_specs=specs)
 
 
@@ -96,7 +97,8 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=cfg.serving_model_dir)))
+                base_directory=cfg.serving_model_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor))
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
                   trainer, model_resolver, evaluator, pusher]

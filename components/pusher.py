@@ -1,0 +1,70 @@
+"""The TFX Pusher, made idempotent: a model the serving dir already holds is not pushed again.
+
+A rerun of an unchanged pipeline re-evaluates the cached model against itself (it is now the
+latest blessed baseline) and blesses it again; the stock Pusher would then copy it into a new
+version directory, so TF Serving would reload an identical model under a new number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+from tfx import types
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+
+def saved_model_digest(model_dir: str) -> str:
+    """SHA-256 over a SavedModel's files (graph, variables, assets), by relative path."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in tf.io.gfile.walk(model_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            h.update(os.path.relpath(path, model_dir).encode() + b"\0")
+            with tf.io.gfile.GFile(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def find_served_copy(model_dir: str, base_directory: str) -> str | None:
+    """The version directory under base_directory holding the same model, if any."""
+    if not tf.io.gfile.isdir(base_directory):
+        return None
+    digest = saved_model_digest(model_dir)
+    versions = sorted((v.rstrip("/") for v in tf.io.gfile.listdir(base_directory)
+                       if v.rstrip("/").isdigit()), key=int, reverse=True)
+    for version in versions:
+        candidate = os.path.join(base_directory, version)
+        if saved_model_digest(candidate) == digest:
+            return candidate
+    return None
+
+
+class IdempotentPusherExecutor(pusher_executor.Executor):
+    """Pushes blessed models like the stock executor, skipping models already served."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        if destination.WhichOneof("destination") == "filesystem" and self.CheckBlessing(
+                input_dict):
+            model_path = self.GetModelPath(input_dict)
+            served = find_served_copy(model_path, destination.filesystem.base_directory)
+            if served:
+                logging.info("Model already served at %s; not pushing a new version.", served)
+                model_push = artifact_utils.get_single_instance(
+                    output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+                io_utils.copy_dir(model_path, model_push.uri)
+                self._MarkPushed(model_push, pushed_destination=served,
+                                 pushed_version=os.path.basename(served))
+                return
+        super().Do(input_dict, output_dict, exec_properties)

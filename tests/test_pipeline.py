@@ -1,0 +1,178 @@
+"""The pipeline: its definition, the data gate, the CLI, and real end-to-end runs on the mini set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+
+from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline, eval_config
+from tests.conftest import ALPHA, MINI, REPO, WEIGHTS, validation_photos
+from trainer import model as M
+from trainer.export import SERVING_SIGNATURE, export_model
+
+RUN_LOCAL = str(REPO / "pipeline" / "run_local.py")
+# Enough signal in one epoch per phase on 80 photos: smaller batches and a larger phase-1 step
+# than the seed's 32 / 1e-4 (the defaults), phase 2 at the seed's 1e-5, and half of
+# validation/ as the test split (20 photos).
+FAST = ["--base-weights", str(WEIGHTS), "--alpha", str(ALPHA), "--epochs", "1",
+        "--fine-tune-epochs", "1", "--batch-size", "8", "--learning-rate", "1e-2",
+        "--fine-tune-lr-factor", "1e-3", "--validation-test-fraction", "0.5",
+        "--min-accuracy", "0.7"]
+
+
+def run_local(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, RUN_LOCAL, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def accuracy_on_validation_photos(export_dir: str) -> float:
+    serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
+    photos = validation_photos()
+    out = serve(images=tf.constant([p.read_bytes() for p, _ in photos]))
+    names = [n.decode() for n in out["class_name"].numpy()]
+    return float(np.mean([n == label for n, (_, label) in zip(names, photos, strict=True)]))
+
+
+def write_anomalies(root: Path, split: str, anomalies) -> None:
+    (root / f"Split-{split}").mkdir(parents=True)
+    (root / f"Split-{split}" / ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
+
+
+def test_anomaly_gate_reports_real_tfdv_anomalies(tmp_path):
+    import pandas as pd
+
+    train = tfdv.generate_statistics_from_dataframe(
+        pd.DataFrame({"label_name": ["cats", "dogs"] * 10, "height": [300] * 20}))
+    schema = tfdv.infer_schema(train)
+    good = tfdv.generate_statistics_from_dataframe(
+        pd.DataFrame({"label_name": ["dogs", "cats"], "height": [200, 400]}))
+    bad = tfdv.generate_statistics_from_dataframe(
+        pd.DataFrame({"label_name": ["cats", "birds"], "height": [200, 400]}))
+    write_anomalies(tmp_path, "eval", tfdv.validate_statistics(good, schema))
+    write_anomalies(tmp_path, "test", tfdv.validate_statistics(bad, schema))
+    assert describe_anomalies(str(tmp_path), ["eval"]) == []
+    problems = describe_anomalies(str(tmp_path), ["eval", "test"])
+    assert len(problems) == 1 and problems[0].startswith("test: label_name:")
+    assert "birds" in problems[0]
+
+
+def test_eval_config_gates_overall_accuracy_and_regression():
+    cfg = PipelineConfig(min_accuracy=0.85, max_accuracy_drop=0.02)
+    config = eval_config(cfg, 2)
+    accuracy = next(m for m in config.metrics_specs[0].metrics if '"accuracy"' in m.config)
+    (gate,) = accuracy.per_slice_thresholds
+    assert list(gate.slicing_specs) == [gate.slicing_specs[0].__class__()]  # overall slice only
+    assert gate.threshold.value_threshold.lower_bound.value == 0.85
+    assert gate.threshold.change_threshold.absolute.value == -0.02
+    names = {m.class_name for s in config.metrics_specs for m in s.metrics}
+    assert {"ExampleCount", "AUC", "Precision", "Recall", "ConfusionMatrixPlot"} <= names
+    multi = eval_config(cfg, 3)
+    assert multi.model_specs[0].prediction_key == "probabilities"
+    assert {m.class_name for s in multi.metrics_specs for m in s.metrics} >= {
+        "SparseCategoricalAccuracy", "MultiClassConfusionMatrixPlot", "AUC"}
+
+
+def test_pipeline_wiring(tmp_path):
+    cfg = PipelineConfig(output_dir=str(tmp_path))
+    pipeline = create_pipeline(cfg, str(tmp_path / "records"), ["cats", "dogs"],
+                               metadata_path=str(tmp_path / "m.sqlite"))
+    ids = [c.id for c in pipeline.components]  # topologically sorted by TFX
+    chain = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
+             "AnomalyGate", "Trainer", "Evaluator", "Pusher"]
+    assert sorted(ids) == sorted([*chain, "latest_blessed_model_resolver"])
+    assert [i for i in ids if i in chain] == chain
+    assert ids.index("latest_blessed_model_resolver") < ids.index("Evaluator")
+    trainer = pipeline.components[ids.index("Trainer")]
+    assert "AnomalyGate" in {n.id for n in trainer.upstream_nodes}
+    pusher = pipeline.components[-1]
+    destination = json.loads(pusher.exec_properties["push_destination"])
+    assert destination["filesystem"]["base_directory"] == str(
+        tmp_path / "serving" / "image_classifier")
+
+
+def test_help_lists_every_flag():
+    result = run_local("--help")
+    assert result.returncode == 0
+    for flag in ("--data-dir", "--output-dir", "--base-weights", "--alpha", "--image-size",
+                 "--epochs", "--fine-tune-epochs", "--fine-tune-at", "--min-accuracy",
+                 "--model-name"):
+        assert flag in result.stdout
+
+
+def test_offline_defaults_fail_with_a_message_naming_the_flag(tmp_path):
+    env_home = {"KERAS_HOME": str(tmp_path / "keras")}
+    os.environ.update(env_home)
+    no_data = run_local("--output-dir", str(tmp_path / "a"))
+    assert no_data.returncode == 2 and "--data-dir" in no_data.stderr
+    no_weights = run_local("--data-dir", str(MINI), "--output-dir", str(tmp_path / "b"))
+    assert no_weights.returncode == 2 and "--base-weights" in no_weights.stderr
+    assert not (tmp_path / "b" / "pipeline_root").exists()  # failed before any work
+
+
+def components(summary: dict) -> dict[str, str]:
+    return {c["component"]: c["status"] for c in summary["components"]}
+
+
+@pytest.mark.e2e
+def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
+    out = tmp_path / "run"
+    good = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST)
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert set(components(summary).values()) == {"COMPLETE"}
+    assert len(summary["components"]) == 9
+    assert all(c["seconds"] >= 0 for c in summary["components"])
+    assert summary["ingestion"]["per_split"] == {"train": 80, "eval": 20, "test": 20}
+    assert summary["phase1_val_accuracy"] is not None and summary["phase2_val_accuracy"] >= 0.7
+    metrics = summary["test_metrics"]
+    assert metrics["example_count"] == 20
+    assert metrics["accuracy"] >= 0.7 and {"auc", "precision", "recall"} <= set(metrics)
+    assert summary["blessed"] is True
+    versions = sorted((out / "serving" / "image_classifier").iterdir())
+    assert [str(v) for v in versions] == [summary["pushed_to"]]
+    assert "=== run summary ===" in good.stdout and "blessed: True" in good.stdout
+    history = json.loads(next((out / "pipeline_root" / "Trainer" / "model_run").glob(
+        "*/history.json")).read_text())
+    assert history["phase1"]["trainable_weights"] == 2
+    assert history["phase2"]["trainable_weights"] > 2
+
+    # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
+    pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))
+    random_dir = str(tmp_path / "random")
+    export_model(M.build_model(2, 160, ALPHA, M.NO_WEIGHTS), ["cats", "dogs"], 160, random_dir)
+    random_accuracy = accuracy_on_validation_photos(random_dir)
+    assert pushed_accuracy >= 0.8 and pushed_accuracy >= random_accuracy + 0.2, (
+        pushed_accuracy, random_accuracy)
+
+    # Unchanged rerun: nothing converted again, every component but the resolver cached.
+    rerun = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["ingestion"]["reused"] is True
+    statuses = components(summary)
+    assert statuses["Trainer"] == statuses["ImportExampleGen"] == "CACHED"
+    # Re-blessed against itself, but the serving dir gets no duplicate version.
+    assert summary["pushed_to"] == str(versions[0])
+    assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
+
+    # A deliberately bad model (random-init base, tiny step) is neither blessed nor pushed.
+    bad_args = [*FAST, "--base-weights", "none", "--learning-rate", "1e-6",
+                "--fine-tune-epochs", "0"]
+    bad = run_local("--data-dir", str(MINI), "--output-dir", str(out), *bad_args)
+    assert bad.returncode == 0, bad.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert components(summary)["Trainer"] == "COMPLETE"
+    assert summary["blessed"] is False and summary["pushed_to"] is None
+    assert summary["test_metrics"]["accuracy"] < 0.7
+    assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
+    assert "pushed to: not pushed" in bad.stdout
