@@ -54,7 +54,8 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     specs.insert(0, config_pb2.MetricsSpec(metrics=metrics))
     return config_pb2.EvalConfig(
         model_specs=[model_spec],
-        slicing_specs=[config_pb2.SlicingSpec(), config_pb2.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
+        slicing_specs=[config_pb2.SlicingSpec(),
+                       config_pb2.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
         metrics_specs=specs)
 
 

@@ -1,4 +1,4 @@
-"""The pipeline: its definition, the data gate, the CLI, and real end-to-end runs on the mini set."""
+"""The pipeline: its definition, the data gate, the CLI, and end-to-end runs on the mini set."""
 
 from __future__ import annotations
 
