@@ -133,3 +133,9 @@ def test_serving_rejects_non_image_bytes(binary_model, tmp_path):
     serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
     with pytest.raises(tf.errors.InvalidArgumentError):
         serve(images=tf.constant([b"definitely not an image"]))
+
+
+def test_model_config_round_trips(binary_model):
+    clone = keras.models.clone_model(binary_model)
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in binary_model.layers]
+    assert M.base_of(clone).name == M.BASE_NAME

@@ -14,6 +14,7 @@ BASE_NAME = "mobilenetv2_base"
 WRAPPER_NAME = "base_inference_mode"
 
 
+@keras.saving.register_keras_serializable(package="tfx_image_transfer")
 class InferenceMode(keras.layers.Layer):
     """Calls the wrapped model with training=False, whatever the outer call says.
 
@@ -31,6 +32,14 @@ class InferenceMode(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.inner.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> InferenceMode:
+        inner = keras.saving.deserialize_keras_object(config.pop("inner"))
+        return cls(inner, **config)
 
 
 class WeightsError(RuntimeError):
