@@ -9,6 +9,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
+from components.report import RunReportGen
 from pipeline.config import PipelineConfig
 from trainer import features as F
 from trainer.export import EXAMPLES_SIGNATURE
@@ -50,7 +51,8 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
         specs.append(config_pb2.MetricsSpec(
             metrics=[config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],
             binarize=config_pb2.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
-            aggregate=config_pb2.AggregationOptions(macro_average=True)))
+            aggregate=config_pb2.AggregationOptions(
+                macro_average=True, class_weights={i: 1.0 for i in range(num_classes)})))
     specs.insert(0, config_pb2.MetricsSpec(metrics=metrics))
     return config_pb2.EvalConfig(
         model_specs=[model_spec],
@@ -101,8 +103,13 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
                 base_directory=cfg.serving_model_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor))
 
+    report = RunReportGen(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        model_run=trainer.outputs["model_run"], blessing=evaluator.outputs["blessing"],
+    ).with_id("RunReport")
+
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  trainer, model_resolver, evaluator, pusher]
+                  trainer, model_resolver, evaluator, pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,

@@ -36,11 +36,20 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
         parser.error(str(e))
 
 
+# Warnings TFX 1.21 and TFMA print on every run that say nothing about this run.
+_KNOWN_NOISE = ("ArtifactQuery.property_predicate is not supported",
+                "Fallback to non-ZetaSQL contexts execution query",
+                "SavedModel saved prior to TF 2.5 detected when loading Keras model")
+
+
 class _ProgressOnly(logging.Filter):
-    """Of TFX's (absl) INFO logging keep the component start/finish lines and warnings."""
+    """Keeps TFX's component start/finish lines and real warnings; drops proto dumps."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or str(record.msg).startswith("Component ")
+        message = str(record.msg)
+        if message.startswith(_KNOWN_NOISE):
+            return False
+        return record.levelno >= logging.WARNING or message.startswith("Component ")
 
 
 def configure_logging() -> None:
@@ -50,7 +59,8 @@ def configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
     absl_logger = logging.getLogger("absl")
     absl_logger.setLevel(logging.INFO)
-    absl_logger.addFilter(_ProgressOnly())
+    for logger in (absl_logger, logging.getLogger("tensorflow")):
+        logger.addFilter(_ProgressOnly())
 
 
 def run(cfg: PipelineConfig) -> dict:

@@ -11,6 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.ingest import IngestResult
+from components.report import REPORT_HTML
 from pipeline.config import PipelineConfig
 from trainer.task import HISTORY_FILE
 
@@ -77,7 +78,7 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult, ingest_seconds:
                       "per_split": ingested.report["per_split_total"],
                       "skipped": ingested.report["skipped"]},
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
-        "test_metrics": {}, "blessed": None, "pushed_to": None,
+        "test_metrics": {}, "blessed": None, "pushed_to": None, "report": None,
         "total_seconds": round(total_seconds, 1),
     }
     if not os.path.exists(cfg.metadata_path):
@@ -115,6 +116,8 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                                    overall_metrics(artifact.uri).items()}
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
+    elif type_name == "RunReport":
+        summary["report"] = os.path.join(artifact.uri, REPORT_HTML)
     elif type_name == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
         summary["pushed_to"] = props["pushed_destination"].string_value
 
@@ -134,6 +137,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"test metrics: {metrics}")
     lines.append(f"blessed: {summary['blessed']}")
     lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed'}")
+    if summary["report"]:
+        lines.append(f"report (samples, learning curves, confusion matrix): {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +73,15 @@ def test_pipeline_wiring(tmp_path):
                                metadata_path=str(tmp_path / "m.sqlite"))
     ids = [c.id for c in pipeline.components]  # topologically sorted by TFX
     chain = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-             "AnomalyGate", "Trainer", "Evaluator", "Pusher"]
-    assert sorted(ids) == sorted([*chain, "latest_blessed_model_resolver"])
+             "AnomalyGate", "Trainer", "Evaluator"]
+    assert sorted(ids) == sorted([*chain, "latest_blessed_model_resolver", "Pusher",
+                                  "RunReport"])
     assert [i for i in ids if i in chain] == chain
     assert ids.index("latest_blessed_model_resolver") < ids.index("Evaluator")
+    assert sorted(ids[-2:]) == ["Pusher", "RunReport"]  # both after the Evaluator
     trainer = pipeline.components[ids.index("Trainer")]
     assert "AnomalyGate" in {n.id for n in trainer.upstream_nodes}
-    pusher = pipeline.components[-1]
+    pusher = pipeline.components[ids.index("Pusher")]
     destination = json.loads(pusher.exec_properties["push_destination"])
     assert destination["filesystem"]["base_directory"] == str(
         tmp_path / "serving" / "image_classifier")
@@ -114,7 +117,7 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     out = pipeline_run.output_dir
     summary, good = pipeline_run.summary, pipeline_run.process
     assert set(components(summary).values()) == {"COMPLETE"}
-    assert len(summary["components"]) == 9
+    assert len(summary["components"]) == 10
     assert all(c["seconds"] >= 0 for c in summary["components"])
     assert summary["ingestion"]["per_split"] == {"train": 80, "eval": 20, "test": 20}
     assert summary["phase1_val_accuracy"] is not None and summary["phase2_val_accuracy"] >= 0.7
@@ -129,6 +132,15 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
         "*/history.json")).read_text())
     assert history["phase1"]["trainable_weights"] == 2
     assert history["phase2"]["trainable_weights"] > 2
+
+    # The report's pictures exist, and serving the raw test images gives TFMA's accuracy.
+    report_dir = Path(summary["report"]).parent
+    for name in ("samples.png", "learning_curves.png", "confusion_matrix.png"):
+        assert (report_dir / name).read_bytes().startswith(b"\x89PNG")
+    numbers = json.loads((report_dir / "report.json").read_text())
+    assert numbers["summary"]["test accuracy (served model)"] == metrics["accuracy"]
+    assert np.sum(numbers["confusion_matrix"]) == 20
+    assert "samples.png" in (report_dir / "index.html").read_text()
 
     # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
     pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))
@@ -160,3 +172,40 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     assert summary["test_metrics"]["accuracy"] < 0.7
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
     assert "pushed to: not pushed" in bad.stdout
+
+
+def write_pattern_images(folder: Path, count: int) -> None:
+    """A third class for a multi-class run: synthetic stripes and noise, clearly not photos."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        x = np.linspace(0, rng.uniform(2, 12) * np.pi, 120)
+        stripes = (127 + 127 * np.sin(x[None, :] + x[:, None] * rng.uniform(-1, 1)))
+        image = np.stack([stripes, rng.uniform(0, 255, (120, 120)), stripes[::-1]], axis=-1)
+        Image.fromarray(image.astype(np.uint8)).save(folder / f"pattern_{i}.png")
+
+
+@pytest.mark.e2e
+def test_end_to_end_multiclass_class_folder_layout(tmp_path):
+    data = tmp_path / "data"
+    for cls in ("cats", "dogs"):
+        shutil.copytree(MINI / "train" / cls, data / cls)
+    write_pattern_images(data / "patterns", 40)
+    out = tmp_path / "run"
+    result = run_local("--data-dir", str(data), "--output-dir", str(out), *FAST_ARGS,
+                       "--min-accuracy", "0.5", "--model-name", "three_classes")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert set(components(summary).values()) == {"COMPLETE"}
+    assert summary["ingestion"]["per_split"] == {"train": 96, "eval": 12, "test": 12}
+    metrics = summary["test_metrics"]
+    assert metrics["example_count"] == 12 and metrics["accuracy"] >= 0.5
+    assert {"auc", "precision", "recall"} <= {k.split("/")[-1] for k in metrics}
+    assert summary["blessed"] is True
+    (version,) = (out / "serving" / "three_classes").iterdir()
+    serve = tf.saved_model.load(str(version)).signatures[SERVING_SIGNATURE]
+    out_ = serve(images=tf.constant([(data / "patterns" / "pattern_0.png").read_bytes()]))
+    assert out_["probabilities"].shape == (1, 3)
+    assert (version / "assets" / "labels.txt").read_text().split() == ["cats", "dogs", "patterns"]
