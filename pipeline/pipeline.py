@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import tensorflow_data_validation as tfdv
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
@@ -16,6 +19,21 @@ from trainer.export import EXAMPLES_SIGNATURE
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 RUN_FN = "trainer.task.run_fn"
+CODE_FINGERPRINT_KEY = "code_fingerprint"
+
+
+def trainer_code_fingerprint() -> str:
+    """Hash of the trainer package's sources and the config module.
+
+    The Trainer runs `run_fn` by import path, so TFX's cache key does not see code changes;
+    passing this hash in custom_config makes a changed trainer retrain instead of reusing a
+    stale cached model.
+    """
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*(root / "trainer").glob("*.py"), root / "pipeline" / "config.py"]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 ACCURACY = "accuracy"
 
 
@@ -81,7 +99,8 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
-        custom_config={CONFIG_KEY: cfg.training_dict(), CLASSES_KEY: list(class_names)})
+        custom_config={CONFIG_KEY: cfg.training_dict(), CLASSES_KEY: list(class_names),
+                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()})
     trainer.add_upstream_node(anomaly_gate)
 
     model_resolver = tfx.dsl.Resolver(

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
@@ -34,8 +35,6 @@ def write_anomalies(root: Path, split: str, anomalies) -> None:
 
 
 def test_anomaly_gate_reports_real_tfdv_anomalies(tmp_path):
-    import pandas as pd
-
     train = tfdv.generate_statistics_from_dataframe(
         pd.DataFrame({"label_name": ["cats", "dogs"] * 10, "height": [300] * 20}))
     schema = tfdv.infer_schema(train)
@@ -209,3 +208,34 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     out_ = serve(images=tf.constant([(data / "patterns" / "pattern_0.png").read_bytes()]))
     assert out_["probabilities"].shape == (1, 3)
     assert (version / "assets" / "labels.txt").read_text().split() == ["cats", "dogs", "patterns"]
+
+
+def test_trainer_cache_key_follows_the_trainer_code(tmp_path):
+    from pipeline.pipeline import CODE_FINGERPRINT_KEY, trainer_code_fingerprint
+
+    cfg = PipelineConfig(output_dir=str(tmp_path))
+    pipeline = create_pipeline(cfg, str(tmp_path), ["a", "b"])
+    trainer = next(c for c in pipeline.components if c.id == "Trainer")
+    custom = json.loads(trainer.exec_properties["custom_config"])
+    assert custom[CODE_FINGERPRINT_KEY] == trainer_code_fingerprint()
+    assert custom["training"] == cfg.training_dict() and custom["classes"] == ["a", "b"]
+
+
+def test_anomaly_gate_component_stops_the_run(tmp_path):
+    from tfx.types import artifact_utils
+    from tfx.types.standard_artifacts import ExampleAnomalies
+
+    from components.anomaly_gate import AnomalyGate, DataAnomaliesError
+
+    schema = tfdv.infer_schema(tfdv.generate_statistics_from_dataframe(
+        pd.DataFrame({"label_name": ["cats", "dogs"] * 5})))
+    bad = tfdv.generate_statistics_from_dataframe(pd.DataFrame({"label_name": ["horses"]}))
+    write_anomalies(tmp_path, "eval", tfdv.validate_statistics(bad, schema))
+    artifact = ExampleAnomalies()
+    artifact.uri = str(tmp_path)
+    artifact.split_names = artifact_utils.encode_split_names(["eval"])
+    executor = AnomalyGate.EXECUTOR_SPEC.executor_class()
+    with pytest.raises(DataAnomaliesError) as error:
+        executor.Do({"anomalies": [artifact]}, {}, {})
+    assert "training stopped" in str(error.value)
+    assert "eval: label_name:" in str(error.value) and "horses" in str(error.value)
