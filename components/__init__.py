@@ -1,1 +1,11 @@
-"""Pipeline pieces beyond the standard TFX components: ingestion and gates."""
+"""Pipeline pieces beyond the standard TFX components: ingestion, gates, report, pusher."""
+
+
+def __getattr__(name: str):
+    # TFX on Kubeflow imports custom artifact types by TYPE_NAME ("components.RunReport");
+    # lazily, so that importing components.ingest does not load TFX.
+    if name == "RunReport":
+        from components.report import RunReport
+
+        return RunReport
+    raise AttributeError(f"module 'components' has no attribute {name!r}")

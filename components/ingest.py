@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import apache_beam as beam
 import tensorflow as tf
@@ -83,6 +83,11 @@ class SplitSettings:
     validation_test_fraction: float = 0.2
     min_image_side: int = 32
     num_shards: int = 2
+
+    @classmethod
+    def from_config(cls, cfg: object) -> SplitSettings:
+        """The same-named fields of a PipelineConfig."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 @dataclass

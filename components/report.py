@@ -35,7 +35,9 @@ _PREDICT_BATCH = 64
 class RunReport(Artifact):
     """A folder with the run's pictures, numbers and HTML page."""
 
-    TYPE_NAME = "RunReport"
+    # Kubeflow needs "<module>.<Class>" (one dot) and imports the class by it in the pods;
+    # components/__init__.py resolves the name.
+    TYPE_NAME = "components.RunReport"
 
 
 def read_split(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:

@@ -89,6 +89,11 @@ class PipelineConfig:
     max_accuracy_drop: float = _knob(
         0.01, "Blessing fails if accuracy falls more than this below the last blessed model."
     )
+    compare_to_baseline: bool = _knob(
+        True,
+        "Gate on no regression against the latest blessed model. It needs a resolver node, "
+        "which open-source Kubeflow Pipelines' v2 backend does not run (Vertex AI does).",
+    )
 
     # Execution
     beam_workers: int = _knob(1, "Beam in-memory workers for ingestion and TFX components.")

@@ -103,15 +103,18 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
                        CODE_FINGERPRINT_KEY: trainer_code_fingerprint()})
     trainer.add_upstream_node(anomaly_gate)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    baseline_nodes = []
+    if cfg.compare_to_baseline:
+        baseline_nodes.append(tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver"))
+    # Without a baseline the Evaluator drops the change threshold and gates on accuracy alone.
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=baseline_nodes[0].outputs["model"] if baseline_nodes else None,
         eval_config=eval_config(cfg, len(class_names)),
         example_splits=["test"])
     pusher = tfx.components.Pusher(
@@ -128,7 +131,7 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
     ).with_id("RunReport")
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  trainer, model_resolver, evaluator, pusher, report]
+                  trainer, *baseline_nodes, evaluator, pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,

@@ -26,8 +26,7 @@ from pipeline.config import PipelineConfig, add_flags, config_from_args  # noqa:
 def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     """Flags (one per config knob) -> PipelineConfig."""
     parser = argparse.ArgumentParser(
-        description="Train, evaluate and push an image classifier with TFX, locally.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Train, evaluate and push an image classifier with TFX, locally.")
     add_flags(parser)
     args = parser.parse_args(argv)
     try:
@@ -79,8 +78,7 @@ def run(cfg: PipelineConfig) -> dict:
     # Fail before any work if the base weights cannot be had (offline imagenet, bad path);
     # a download lands in the Keras cache, where the Trainer then finds it.
     build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
-    settings = SplitSettings(cfg.eval_fraction, cfg.test_fraction, cfg.validation_test_fraction,
-                             cfg.min_image_side, cfg.num_shards)
+    settings = SplitSettings.from_config(cfg)
     beam_args = beam_pipeline_args(cfg.beam_workers)
     ingest_started = time.monotonic()
     ingested = convert_image_tree(data_dir, cfg.tfrecords_dir, settings, beam_args)

@@ -11,7 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.ingest import IngestResult
-from components.report import REPORT_HTML
+from components.report import REPORT_HTML, RunReport
 from pipeline.config import PipelineConfig
 from trainer.task import HISTORY_FILE
 
@@ -116,7 +116,7 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                                    overall_metrics(artifact.uri).items()}
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
-    elif type_name == "RunReport":
+    elif type_name == RunReport.TYPE_NAME:
         summary["report"] = os.path.join(artifact.uri, REPORT_HTML)
     elif type_name == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
         summary["pushed_to"] = props["pushed_destination"].string_value

@@ -240,3 +240,12 @@ def test_anomaly_gate_component_stops_the_run(tmp_path):
         executor.Do({"anomalies": [artifact]}, {}, {})
     assert "training stopped" in str(error.value)
     assert "eval: label_name:" in str(error.value) and "horses" in str(error.value)
+
+
+def test_without_baseline_the_resolver_is_left_out(tmp_path):
+    cfg = PipelineConfig(output_dir=str(tmp_path), compare_to_baseline=False)
+    pipeline = create_pipeline(cfg, str(tmp_path), ["a", "b"])
+    ids = [c.id for c in pipeline.components]
+    assert "latest_blessed_model_resolver" not in ids and "Evaluator" in ids
+    evaluator = pipeline.components[ids.index("Evaluator")]
+    assert "baseline_model" not in evaluator.inputs

@@ -1,0 +1,215 @@
+"""Compile the pipeline for Kubeflow Pipelines (KubeflowV2DagRunner) and optionally start a run.
+
+    python pipeline/run_kubeflow.py --image REGISTRY/tfx-image-transfer:TAG \
+        --examples-dir gs://BUCKET/tfrecords/<fingerprint> \
+        --pipeline-root gs://BUCKET/pipeline_root --serving-dir gs://BUCKET/serving
+
+The pipeline is the same `create_pipeline` that run_local.py runs, with the same flags for every
+knob; each component runs in the --image container (see the Dockerfile).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Explicit before TensorFlow loads, as in run_local.py (importing tfx sets it only when unset).
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.config import PipelineConfig, add_flags, config_from_args  # noqa: E402
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class ExamplesDirError(ValueError):
+    """--examples-dir is not a folder that components.ingest wrote."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """run_local.py's flags (one per config knob) plus the Kubeflow-only ones."""
+    parser = argparse.ArgumentParser(
+        description="Compile the TFX pipeline for Kubeflow Pipelines and optionally start a run. "
+                    "Arguments not listed here go to the Beam job that converts --data-dir.")
+    add_flags(parser)
+    kubeflow = parser.add_argument_group("Kubeflow")
+    kubeflow.add_argument("--image", required=True,
+                          help="Container image every component runs in (built from Dockerfile).")
+    kubeflow.add_argument("--examples-dir", default=None,
+                          help="Converted TFRecords: a <tfrecords dir>/<fingerprint>/ folder "
+                               "written by components.ingest (train/ eval/ test/ labels.txt). "
+                               "Default: convert --data-dir now into OUTPUT_DIR/tfrecords.")
+    kubeflow.add_argument("--pipeline-root", default=None,
+                          help="Where the components' artifacts go (default: "
+                               "OUTPUT_DIR/pipeline_root).")
+    kubeflow.add_argument("--output-file", default=None,
+                          help="The compiled pipeline: .yaml (PipelineSpec, for Kubeflow) or "
+                               ".json (PipelineJob, for Vertex AI). Default: PIPELINE_NAME.yaml.")
+    kubeflow.add_argument("--submit", action="store_true",
+                          help="Upload the compiled pipeline and start a run (kfp.Client).")
+    kubeflow.add_argument("--host", default=None,
+                          help="Kubeflow Pipelines API endpoint for --submit (default: the "
+                               "in-cluster one).")
+    return parser
+
+
+def absolute(path: str) -> str:
+    """Remote URIs unchanged, local paths absolute (a pod does not share our working dir)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def read_class_names(examples_dir: str) -> list[str]:
+    """Class names from the labels.txt that components.ingest writes beside the splits."""
+    import tensorflow as tf
+
+    from components.ingest import LABELS_FILE
+    from trainer import features as F
+
+    labels = os.path.join(examples_dir, LABELS_FILE)
+    missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]
+    missing += [f"{s}/" for s in F.SPLITS if not tf.io.gfile.isdir(os.path.join(examples_dir, s))]
+    if missing:
+        raise ExamplesDirError(
+            f"{examples_dir!r} lacks {', '.join(missing)}: --examples-dir must be a "
+            "<tfrecords dir>/<fingerprint>/ folder written by components.ingest (or pass "
+            "--data-dir to convert an image folder)")
+    with tf.io.gfile.GFile(labels) as f:
+        names = [line for line in f.read().splitlines() if line]
+    if len(names) < 2:
+        raise ExamplesDirError(f"{labels} lists {len(names)} class(es); need at least 2")
+    return names
+
+
+def ingest(cfg: PipelineConfig, beam_args: list[str]) -> tuple[str, list[str]]:
+    """Converts cfg.data_dir (or the seed download) into cfg.tfrecords_dir, as run_local does."""
+    from components.ingest import SplitSettings, convert_image_tree, summarize
+    from pipeline.beam import beam_pipeline_args
+    from pipeline.data_source import resolve_data_dir
+
+    settings = SplitSettings.from_config(cfg)
+    result = convert_image_tree(resolve_data_dir(cfg.data_dir), cfg.tfrecords_dir, settings,
+                                beam_args or beam_pipeline_args(cfg.beam_workers))
+    print(f"[ingest] {'reused' if result.reused else 'converted'} {result.output_dir}: "
+          f"{summarize(result.report)}", flush=True)
+    return result.output_dir, result.report["classes"]
+
+
+def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str], image: str,
+                     output_file: str, pipeline_root: str | None = None) -> str:
+    """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
+
+    YAML holds the PipelineSpec (what kfp.Client and the Kubeflow UI take), JSON the whole
+    PipelineJob (Vertex AI's format). Both name pipeline_root (default cfg.pipeline_root).
+    """
+    import tensorflow as tf
+    import yaml
+    from tfx import v1 as tfx
+
+    from pipeline import pipeline as definition
+    from pipeline.beam import beam_pipeline_args
+
+    pipeline_root = pipeline_root or cfg.pipeline_root
+    pipeline = definition.create_pipeline(
+        cfg, examples_dir, class_names, metadata_path=None,  # Kubeflow provides ML Metadata
+        beam_pipeline_args=beam_pipeline_args(cfg.beam_workers))
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image))
+    job = runner.run(pipeline, write_out=False)
+    # The runner puts the root only into the PipelineJob's runtimeConfig (from cfg), which its
+    # YAML output drops; defaultPipelineRoot keeps it in the spec itself.
+    job["runtimeConfig"]["gcsOutputDirectory"] = pipeline_root
+    job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    parent = os.path.dirname(output_file)
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    with tf.io.gfile.GFile(output_file, "w") as f:
+        if output_file.endswith(YAML_SUFFIXES):
+            f.write(yaml.safe_dump(job["pipelineSpec"], sort_keys=True))
+        else:
+            f.write(json.dumps(job, indent=2, sort_keys=True))
+    return output_file
+
+
+def submit(package: str, host: str | None, pipeline_root: str) -> str:
+    """Uploads a compiled YAML package, starts a run and returns its id."""
+    import kfp
+
+    result = kfp.Client(host=host).create_run_from_pipeline_package(
+        package, pipeline_root=pipeline_root)
+    return result.run_id
+
+
+def _check_kubeflow_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         beam_args: list[str]) -> str:
+    """Exits with a usage error on conflicting flags; returns the output file."""
+    if args.examples_dir and args.data_dir:
+        parser.error("pass --examples-dir (converted TFRecords) or --data-dir (images), not both")
+    if beam_args and args.examples_dir:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    output_file = args.output_file or f"{args.pipeline_name}.yaml"
+    if not output_file.endswith((*YAML_SUFFIXES, ".json")):
+        parser.error("--output-file must end in .yaml, .yml or .json")
+    if args.submit and not output_file.endswith(YAML_SUFFIXES):
+        parser.error("--submit needs a .yaml --output-file (kfp.Client reads a PipelineSpec)")
+    if args.host and not args.submit:
+        parser.error("--host is only used with --submit")
+    return output_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Flags -> config -> examples (given, or converted now) -> spec file [-> run]."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    output_file = _check_kubeflow_args(parser, args, beam_args)
+    from trainer.model import IMAGENET, NO_WEIGHTS
+
+    weights_file = args.base_weights not in (IMAGENET, NO_WEIGHTS)
+    try:
+        cfg = config_from_args(
+            args, output_dir=absolute(args.output_dir),
+            serving_dir=absolute(args.serving_dir) if args.serving_dir else None,
+            base_weights=absolute(args.base_weights) if weights_file else args.base_weights)
+    except ValueError as e:
+        parser.error(str(e))
+
+    from components.ingest import IngestError
+    from pipeline.data_source import DataSourceError
+    from pipeline.run_local import configure_logging
+
+    configure_logging()
+
+    try:
+        if args.examples_dir:
+            examples_dir = absolute(args.examples_dir)
+            class_names = read_class_names(examples_dir)
+        else:
+            examples_dir, class_names = ingest(cfg, beam_args)
+    except (ExamplesDirError, IngestError, DataSourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pipeline_root = absolute(args.pipeline_root or cfg.pipeline_root)
+    read_in_pods = {"--examples-dir": examples_dir, "--pipeline-root": pipeline_root,
+                    "--serving-dir": cfg.serving_model_dir}
+    if weights_file:  # the Trainer loads it with a local file API
+        read_in_pods["--base-weights"] = cfg.base_weights
+    for flag, path in read_in_pods.items():
+        if "://" not in path:
+            print(f"note: {flag} {path} is local: the components' pods must see it at this "
+                  "path (a mounted volume, or baked into the image)", file=sys.stderr)
+
+    compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root)
+    print(f"compiled {output_file}: image {args.image}, examples {examples_dir} "
+          f"(classes {class_names}), pipeline root {pipeline_root}, "
+          f"pushes to {cfg.serving_model_dir}")
+    if args.submit:
+        print(f"started run {submit(output_file, args.host, pipeline_root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Kubeflow: the compiled spec of the shared pipeline, the CLI, and the image's recipe.
+
+Nothing here trains or runs a pipeline: compiling reads labels.txt and no TFRecords.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import kfp
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
+from tfx import v1 as tfx
+from tfx.dsl.components.base import base_executor
+from tfx.orchestration.kubeflow.v2 import compiler_utils
+from tfx.types.artifact import Artifact
+from tfx.utils import import_utils
+
+from pipeline import pipeline as definition
+from pipeline import run_kubeflow, run_local
+from pipeline.beam import beam_pipeline_args
+from pipeline.config import PipelineConfig, add_flags
+from tests.conftest import ALPHA, MINI, REPO, WEIGHTS
+from tests.conftest import run_local as run_local_cli
+from trainer import features as F
+from trainer.task import CLASSES_KEY, CONFIG_KEY
+
+IMAGE = "registry.example.com/ml/tfx-image-transfer:test"
+ROOT = "gs://bucket/pipeline_root"
+SERVING = "gs://bucket/serving"
+CLASSES = ["cats", "dogs"]
+RUN_KUBEFLOW = str(REPO / "pipeline" / "run_kubeflow.py")
+EXECUTOR_COMMAND = ["python", "-m",
+                    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+KUBEFLOW_FLAGS = {"--image", "--examples-dir", "--pipeline-root", "--output-file", "--submit",
+                  "--host"}
+PROJECT_PACKAGES = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+                       ["packages"])
+
+
+def fake_examples_dir(root: Path, classes: list[str]) -> Path:
+    """What components.ingest writes, minus the TFRecords (compiling does not read them)."""
+    for split in F.SPLITS:
+        (root / split).mkdir(parents=True)
+    (root / "labels.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+def load_spec(path: Path) -> kfp_spec.PipelineSpec:
+    """The YAML file as a PipelineSpec proto (unknown fields are an error)."""
+    return json_format.ParseDict(yaml.safe_load(path.read_text()), kfp_spec.PipelineSpec())
+
+
+def executors(spec: kfp_spec.PipelineSpec) -> dict:
+    """Executor label -> PipelineDeploymentConfig.ExecutorSpec."""
+    deployment = json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec),
+                                       kfp_spec.PipelineDeploymentConfig())
+    return dict(deployment.executors)
+
+
+def parameter(spec: kfp_spec.PipelineSpec, task: str, name: str) -> str:
+    value = spec.root.dag.tasks[task].inputs.parameters[name].runtime_value
+    return value.constant_value.string_value
+
+
+def task_owners(spec: kfp_spec.PipelineSpec, ids: list[str]) -> dict[str, str]:
+    """DAG task -> local component id (a Resolver compiles to '<id>-...' query tasks)."""
+    owners = {}
+    for task in spec.root.dag.tasks:
+        matches = [i for i in ids if task == i or task.startswith(i + "-")]
+        assert len(matches) == 1, f"task {task} matches components {matches}"
+        owners[task] = matches[0]
+    return owners
+
+
+@dataclass
+class Compiled:
+    cfg: PipelineConfig
+    examples_dir: str
+    path: Path
+    spec: kfp_spec.PipelineSpec
+    local: tfx.dsl.Pipeline  # what run_local would run with the same arguments
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
+    tmp = tmp_path_factory.mktemp("kubeflow")
+    examples = str(fake_examples_dir(tmp / "examples", CLASSES))
+    cfg = PipelineConfig(output_dir=str(tmp / "out"), serving_dir=SERVING, epochs=3,
+                         learning_rate=0.002)
+    path = run_kubeflow.compile_pipeline(cfg, examples, CLASSES, IMAGE,
+                                         str(tmp / "spec" / "pipeline.yaml"), ROOT)
+    local = definition.create_pipeline(cfg, examples, CLASSES, metadata_path=str(tmp / "m.db"),
+                                       beam_pipeline_args=beam_pipeline_args(cfg.beam_workers))
+    return Compiled(cfg, examples, Path(path), load_spec(Path(path)), local)
+
+
+def test_spec_has_every_local_component_with_the_same_dependencies(compiled):
+    spec, local = compiled.spec, compiled.local
+    ids = [c.id for c in local.components]
+    owners = task_owners(spec, ids)
+    assert sorted(set(owners.values())) == sorted(ids)
+    for component in local.components:
+        depends_on = set()
+        for task, owner in owners.items():
+            if owner != component.id:
+                continue
+            task_spec = spec.root.dag.tasks[task]
+            # Kubeflow orders tasks by dependentTasks: it must name every other data producer.
+            producers = {a.task_output_artifact.producer_task
+                         for a in task_spec.inputs.artifacts.values()
+                         if a.HasField("task_output_artifact")}
+            assert {p for p in producers if owners[p] != owner} <= set(task_spec.dependent_tasks)
+            depends_on |= {owners[t] for t in task_spec.dependent_tasks}
+        assert depends_on - {component.id} == {u.id for u in component.upstream_nodes}, (
+            component.id)
+    assert spec.pipeline_info.name == compiled.cfg.pipeline_name
+    assert kfp.components.load_component_from_file(str(compiled.path)).name == (
+        compiled.cfg.pipeline_name)
+
+
+def test_every_executor_runs_project_code_in_the_image(compiled):
+    spec = compiled.spec
+    all_executors = executors(spec)
+    containers = {k: e.container for k, e in all_executors.items() if e.HasField("container")}
+    # The Resolver (latest blessed model) is a metadata query, not a container.
+    assert {k.split("-")[0] for k in set(all_executors) - set(containers)} == {
+        "latest_blessed_model_resolver"}
+    assert len(containers) == len(compiled.local.components) - 1
+    classes = set()
+    for label, container in containers.items():
+        assert container.image == IMAGE, label
+        assert list(container.command) == EXECUTOR_COMMAND, label
+        args = list(container.args)
+        assert args[-3:] == beam_pipeline_args(compiled.cfg.beam_workers), label
+        path = args[args.index("--executor_class_path") + 1]
+        assert path.split(".")[0] in PROJECT_PACKAGES | {"tfx"}, path  # both are in the image
+        assert issubclass(import_utils.import_class_by_path(path), base_executor.BaseExecutor)
+        classes.add(path)
+    assert {"components.pusher.IdempotentPusherExecutor",
+            "components.anomaly_gate.AnomalyGate_Executor"} <= classes
+
+
+def test_every_artifact_type_resolves_to_a_class_as_in_the_pods(compiled):
+    # The executor entry point imports each artifact's class from its schema title.
+    titles = set()
+    for component in compiled.spec.components.values():
+        for definitions in (component.input_definitions, component.output_definitions):
+            for artifact in definitions.artifacts.values():
+                titles.add(yaml.safe_load(artifact.artifact_type.instance_schema)["title"])
+    assert {"tfx.Examples", "tfx.Model", "tfx.ModelBlessing"} <= titles
+    for title in titles:
+        path = compiler_utils.TITLE_TO_CLASS_PATH.get(title, title)
+        assert issubclass(import_utils.import_class_by_path(path), Artifact), title
+
+
+def test_trainer_pusher_and_example_gen_carry_the_run_configuration(compiled):
+    spec, cfg = compiled.spec, compiled.cfg
+    assert parameter(spec, "Trainer", "run_fn") == "trainer.task.run_fn"
+    custom = json.loads(parameter(spec, "Trainer", "custom_config"))
+    assert custom[CONFIG_KEY] == cfg.training_dict() and custom[CLASSES_KEY] == CLASSES
+    assert custom[CONFIG_KEY]["epochs"] == 3 and custom[CONFIG_KEY]["learning_rate"] == 0.002
+    trainer = next(c for c in compiled.local.components if c.id == "Trainer")
+    assert custom == json.loads(trainer.exec_properties["custom_config"])  # all of it, as local
+    destination = json.loads(parameter(spec, "Pusher", "push_destination"))
+    assert destination["filesystem"]["base_directory"] == f"{SERVING}/{cfg.model_name}"
+    assert parameter(spec, "ImportExampleGen", "input_base") == compiled.examples_dir
+
+
+def test_pipeline_root_in_yaml_and_json(compiled, tmp_path):
+    assert compiled.spec.default_pipeline_root == ROOT
+    # JSON is the whole PipelineJob; without a root given, the config's is used.
+    path = run_kubeflow.compile_pipeline(compiled.cfg, compiled.examples_dir, CLASSES, IMAGE,
+                                         str(tmp_path / "pipeline.json"))
+    job = json_format.Parse(Path(path).read_text(), kfp_spec.PipelineJob())
+    assert job.runtime_config.gcs_output_directory == compiled.cfg.pipeline_root
+    spec = json_format.ParseDict(json_format.MessageToDict(job.pipeline_spec),
+                                 kfp_spec.PipelineSpec())
+    assert spec.default_pipeline_root == compiled.cfg.pipeline_root
+    assert set(spec.root.dag.tasks) == set(compiled.spec.root.dag.tasks)
+
+
+class StopBeforeRunning(Exception):
+    pass
+
+
+def test_run_local_and_run_kubeflow_build_the_pipeline_the_same_way(tmp_path, monkeypatch, capsys):
+    real, calls = definition.create_pipeline, []
+
+    def spy(stop: bool):
+        def create_pipeline(cfg, examples_dir, class_names, **kwargs):
+            calls.append((cfg, examples_dir, class_names, kwargs))
+            if stop:
+                raise StopBeforeRunning
+            return real(cfg, examples_dir, class_names, **kwargs)
+        return create_pipeline
+
+    flags = ["--data-dir", str(MINI), "--output-dir", str(tmp_path / "out"), "--epochs", "2",
+             "--base-weights", str(WEIGHTS), "--alpha", str(ALPHA)]
+    monkeypatch.setattr(definition, "create_pipeline", spy(stop=True))
+    with pytest.raises(StopBeforeRunning):
+        run_local.run(run_local.parse_args(flags))
+    monkeypatch.setattr(definition, "create_pipeline", spy(stop=False))
+    monkeypatch.chdir(tmp_path)
+    assert run_kubeflow.main([*flags, "--image", IMAGE]) == 0
+
+    (local_cfg, local_dir, local_classes, local_kw), (cfg, examples_dir, classes, kw) = calls
+    assert cfg == local_cfg and cfg.epochs == 2
+    assert examples_dir == local_dir and "[ingest] reused" in capsys.readouterr().out
+    assert classes == local_classes == CLASSES
+    assert local_kw["metadata_path"] == cfg.metadata_path and kw["metadata_path"] is None
+    assert kw["beam_pipeline_args"] == local_kw["beam_pipeline_args"]
+    spec = load_spec(tmp_path / "tfx-image-transfer.yaml")  # the default --output-file
+    assert parameter(spec, "ImportExampleGen", "input_base") == examples_dir
+
+
+def option_strings(help_text: str) -> set[str]:
+    """The flags an argparse --help lists (its option lines, not the help prose)."""
+    flags = set()
+    for line in help_text.splitlines():
+        if match := re.match(r"  (-\S.*?)(?:\s{2,}|$)", line):
+            flags.update(re.findall(r"--[\w-]+", match.group(1)))
+    return flags
+
+
+def run_kubeflow_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, RUN_KUBEFLOW, *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_help_lists_the_config_flags_of_run_local_plus_the_kubeflow_ones():
+    config = argparse.ArgumentParser(add_help=False)
+    add_flags(config)
+    config_flags = option_strings(config.format_help())
+    assert {"--epochs", "--learning-rate", "--serving-dir", "--no-enable-cache"} <= config_flags
+    local, kubeflow = run_local_cli("--help"), run_kubeflow_cli("--help")
+    assert local.returncode == 0 and kubeflow.returncode == 0, kubeflow.stderr
+    assert option_strings(local.stdout) == config_flags | {"--help"}
+    assert option_strings(kubeflow.stdout) == config_flags | {"--help"} | KUBEFLOW_FLAGS
+
+
+def test_cli_compiles_a_yaml_spec(tmp_path):
+    examples = fake_examples_dir(tmp_path / "examples", ["ants", "bees", "wasps"])
+    out = tmp_path / "specs" / "tfx-image-transfer.yaml"
+    result = run_kubeflow_cli("--image", IMAGE, "--examples-dir", str(examples),
+                              "--output-file", str(out), "--output-dir", str(tmp_path / "out"),
+                              "--pipeline-root", ROOT, "--epochs", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"compiled {out}" in result.stdout
+    spec = load_spec(out)
+    assert spec.default_pipeline_root == ROOT
+    custom = json.loads(parameter(spec, "Trainer", "custom_config"))
+    assert custom[CLASSES_KEY] == ["ants", "bees", "wasps"]
+    assert custom[CONFIG_KEY]["epochs"] == 4
+    assert {e.container.image for e in executors(spec).values() if e.HasField("container")} == {
+        IMAGE}
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
+    out = tmp_path / "pipeline.yaml"
+    base = ["--image", IMAGE, "--output-file", str(out)]
+    (tmp_path / "empty").mkdir()
+    one_class = str(fake_examples_dir(tmp_path / "one", ["cats"]))
+    for examples_dir, message in [(str(tmp_path / "empty"), "lacks labels.txt, train/, eval/"),
+                                  (one_class, "need at least 2")]:
+        assert run_kubeflow.main([*base, "--examples-dir", examples_dir]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()
+
+    for argv, message in [
+        (["--output-file", str(out), "--examples-dir", examples], "required: --image"),
+        ([*base, "--examples-dir", examples, "--data-dir", str(MINI)], "not both"),
+        ([*base, "--examples-dir", examples, "--runner=DataflowRunner"], "unrecognized"),
+        (["--image", IMAGE, "--examples-dir", examples, "--output-file", "p.txt"], ".json"),
+        ([*base[:2], "--examples-dir", examples, "--output-file", "p.json", "--submit"],
+         "--submit needs a .yaml"),
+        ([*base, "--examples-dir", examples, "--host", "http://kfp"], "only used with --submit"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_kubeflow.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_submit_uploads_the_compiled_yaml(tmp_path, monkeypatch, capsys):
+    # No Kubeflow here: a stand-in for kfp.Client records what would be sent.
+    sent = {}
+
+    class FakeClient:
+        def __init__(self, host=None):
+            sent["host"] = host
+
+        def create_run_from_pipeline_package(self, pipeline_file, pipeline_root=None):
+            sent["spec"], sent["root"] = load_spec(Path(pipeline_file)), pipeline_root
+            return argparse.Namespace(run_id="run-123")
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
+    assert run_kubeflow.main(["--image", IMAGE, "--examples-dir", examples, "--pipeline-root", ROOT,
+                              "--output-file", str(tmp_path / "p.yaml"), "--submit",
+                              "--host", "http://kfp.example:8080"]) == 0
+    assert sent["host"] == "http://kfp.example:8080" and sent["root"] == ROOT
+    assert sent["spec"].default_pipeline_root == ROOT
+    assert "started run run-123" in capsys.readouterr().out
+
+
+def logical_lines(text: str) -> str:
+    """Dockerfile/shell text with backslash continuations joined."""
+    return re.sub(r"\\\n\s*", "", text)
+
+
+def test_image_installs_what_scripts_in_env_installs():
+    dockerfile = logical_lines((REPO / "Dockerfile").read_text())
+    in_env = (REPO / "scripts" / "in-env").read_text()
+    assert re.search(r"^FROM debian:trixie\S*$", dockerfile, re.M)
+    assert "debian_suite=trixie" in in_env
+    # One system package list, filtered the same way.
+    assert "COPY env/system-packages.txt " in dockerfile
+    package_filter = "grep -v -e '^#' -e '^[[:space:]]*$'"
+    assert package_filter in dockerfile and package_filter in in_env
+    # The same venv and pip command, from the same lock file.
+    pip = (r"python3 -m venv /opt/venv && /opt/venv/bin/pip install (.*?)"
+           r"-r /opt/project/requirements\.lock")
+    docker_flags = set(re.search(pip, dockerfile).group(1).split())
+    in_env_flags = set(re.search(pip, in_env).group(1).split())
+    assert docker_flags - {"--no-cache-dir"} == in_env_flags - {"--quiet"} == {
+        "--require-hashes", "--no-deps"}
+    assert "COPY requirements.lock /opt/project/requirements.lock" in dockerfile
+
+    env = dict(re.findall(r"(\w+)=(\S+)", re.search(r"^ENV (.*)$", dockerfile, re.M).group(1)))
+    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["PYTHONPATH"] == "/opt/project"
+    assert env["PATH"].startswith("/opt/venv/bin:")  # the spec runs `python -m ...`
+    assert "COPY . /opt/project/" in dockerfile
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1])  # numeric: runAsNonRoot
+
+    ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert ignore[0] == "*"  # an allowlist: .git, outputs, caches and tests stay out
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert allowed == PROJECT_PACKAGES | {"requirements.lock", "env/system-packages.txt"}
+
+
+def test_without_baseline_the_spec_has_no_resolver_tasks(tmp_path):
+    examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
+    result = run_kubeflow_cli("--image", IMAGE, "--examples-dir", examples,
+                              "--no-compare-to-baseline", "--output-dir", str(tmp_path / "out"),
+                              "--output-file", str(tmp_path / "spec.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    spec = load_spec(tmp_path / "spec.yaml")
+    tasks = set(spec.root.dag.tasks)
+    assert not any("resolver" in t for t in tasks)
+    assert {"Evaluator", "Pusher", "Trainer"} <= tasks
