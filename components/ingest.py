@@ -45,11 +45,6 @@ COMPLETE_MARKER = "_COMPLETE"
 TRAIN_VALIDATION = "train_validation"
 CLASS_FOLDERS = "class_folders"
 
-# Leading bytes of the formats tf.io.decode_image reads.
-_MAGIC = {b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"GIF87a": "gif",
-          b"GIF89a": "gif", b"BM": "bmp"}
-
-
 class IngestError(ValueError):
     """The image folder cannot be converted (missing, wrong layout, too few classes)."""
 
@@ -200,21 +195,13 @@ def fingerprint(tree: ImageTree, settings: SplitSettings) -> str:
 # The Beam transforms
 
 
-def sniff_format(data: bytes) -> str | None:
-    """The image format from the leading bytes, or None if TensorFlow cannot decode it."""
-    for magic, name in _MAGIC.items():
-        if data.startswith(magic):
-            return name
-    return None
-
-
 def inspect_image(data: bytes, min_side: int) -> tuple[dict | None, str | None]:
     """Decodes once to validate: returns (info, None) or (None, skip reason)."""
     if not data:
         return None, "empty file"
-    fmt = sniff_format(data)
+    fmt = F.image_format(data)
     if fmt is None:
-        return None, "not an image (not JPEG, PNG, GIF or BMP)"
+        return None, f"not an image (not {F.IMAGE_FORMATS})"
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:

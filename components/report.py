@@ -23,7 +23,8 @@ from tfx.types.standard_artifacts import Examples, Model, ModelBlessing, ModelRu
 from tfx.utils import path_utils
 
 from trainer import features as F
-from trainer.export import SERVING_SIGNATURE
+from trainer.data import record_dataset
+from trainer.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
 from trainer.task import HISTORY_FILE
 
 REPORT_HTML = "index.html"
@@ -42,12 +43,11 @@ class RunReport(Artifact):
 
 def read_split(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:
     """Encoded images, labels and paths of one split of an Examples artifact."""
-    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     spec = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
             F.PATH_KEY: tf.io.FixedLenFeature([], tf.string)}
     images, labels, paths = [], [], []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+    for record in record_dataset(os.path.join(examples_uri, f"Split-{split}", "*")):
         parsed = tf.io.parse_single_example(record, spec)
         images.append(parsed[F.IMAGE_KEY].numpy())
         labels.append(int(parsed[F.LABEL_KEY]))
@@ -59,9 +59,9 @@ def predict(model_dir: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]
     """Probabilities [N, classes] from the serving signature, and the class names."""
     loaded = tf.saved_model.load(model_dir)
     serve = loaded.signatures[SERVING_SIGNATURE]
-    chunks = [serve(images=tf.constant(images[i:i + _PREDICT_BATCH]))["probabilities"].numpy()
+    chunks = [serve(images=tf.constant(images[i:i + _PREDICT_BATCH]))[PROBABILITIES].numpy()
               for i in range(0, len(images), _PREDICT_BATCH)]
-    with tf.io.gfile.GFile(os.path.join(model_dir, "assets", "labels.txt")) as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "assets", LABELS_ASSET)) as f:
         classes = f.read().split()
     return np.concatenate(chunks), classes
 

@@ -24,6 +24,7 @@ SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning r
 SEED_DROPOUT = 0.2
 SEED_ROTATION = 0.2
 SEED_TEST_FRACTION = 0.2  # of the validation folder, moved to the test split
+DEFAULT_MODEL_NAME = "image_classifier"
 SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 
 
@@ -44,7 +45,7 @@ class PipelineConfig:
     )
     output_dir: str = _knob("outputs", "Pipeline root, ML metadata, TFRecords and serving dir.")
     pipeline_name: str = _knob("tfx-image-transfer", "TFX pipeline name.")
-    model_name: str = _knob("image_classifier", "Model name in the TF Serving directory.")
+    model_name: str = _knob(DEFAULT_MODEL_NAME, "Model name in the TF Serving directory.")
     serving_dir: str | None = _knob(None, "TF Serving base directory (default OUTPUT_DIR/serving).")
 
     # Ingestion

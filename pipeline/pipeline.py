@@ -15,7 +15,7 @@ from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
 from pipeline.config import PipelineConfig
 from trainer import features as F
-from trainer.export import EXAMPLES_SIGNATURE
+from trainer.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 RUN_FN = "trainer.task.run_fn"
@@ -43,7 +43,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     binary = num_classes == 2
     model_spec = config_pb2.ModelSpec(
         signature_name=EXAMPLES_SIGNATURE, label_key=F.LABEL_KEY,
-        prediction_key="positive_probability" if binary else "probabilities")
+        prediction_key=POSITIVE_PROBABILITY if binary else PROBABILITIES)
     accuracy_class = "BinaryAccuracy" if binary else "SparseCategoricalAccuracy"
     gate = config_pb2.MetricThreshold(
         value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": cfg.min_accuracy}),

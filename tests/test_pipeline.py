@@ -18,7 +18,8 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline, eval_config
 from tests.conftest import ALPHA, FAST_ARGS, MINI, run_local, validation_photos
 from trainer import model as M
-from trainer.export import SERVING_SIGNATURE, export_model
+from trainer.export import export_model
+from trainer.interface import SERVING_SIGNATURE
 
 
 def accuracy_on_validation_photos(export_dir: str) -> float:

@@ -22,8 +22,12 @@ def list_files(patterns: list[str] | str) -> list[str]:
     return files
 
 
-def _compression(files: list[str]) -> str:
-    return "GZIP" if files[0].endswith(".gz") else ""
+def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
+    """Serialized tf.Examples of the matching files (gzipped when named *.gz, as ExampleGen
+    writes them; plain as components.ingest writes them)."""
+    files = list_files(file_patterns)
+    return tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz")
+                                   else "", num_parallel_reads=tf.data.AUTOTUNE)
 
 
 def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
@@ -33,15 +37,13 @@ def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
     Decoded images are cached in memory after the first epoch; training data is reshuffled
     every epoch. Augmentation happens inside the model, so the cache holds plain images.
     """
-    files = list_files(file_patterns)
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
         return decode_and_resize(parsed[F.IMAGE_KEY], image_size), parsed[F.LABEL_KEY]
 
-    ds = tf.data.TFRecordDataset(files, compression_type=_compression(files),
-                                 num_parallel_reads=tf.data.AUTOTUNE)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    ds = record_dataset(file_patterns).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                           deterministic=True).cache()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

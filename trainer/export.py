@@ -19,12 +19,17 @@ import tensorflow as tf
 
 from trainer import features as F
 from trainer.images import decode_batch
-
-SERVING_SIGNATURE = "serving_default"
-EXAMPLES_SIGNATURE = "from_examples"
-LABELS_ASSET = "labels.txt"
-IMAGES_INPUT = "images"
-EXAMPLES_INPUT = "examples"
+from trainer.interface import (
+    CLASS_INDEX,
+    CLASS_NAME,
+    EXAMPLES_INPUT,
+    EXAMPLES_SIGNATURE,
+    IMAGES_INPUT,
+    LABELS_ASSET,
+    POSITIVE_PROBABILITY,
+    PROBABILITIES,
+    SERVING_SIGNATURE,
+)
 
 
 class ServingModule(tf.Module):
@@ -56,8 +61,8 @@ class ServingModule(tf.Module):
         else:
             probabilities = tf.nn.softmax(logits, axis=-1)
         index = tf.argmax(probabilities, axis=1)
-        return {"probabilities": probabilities, "class_index": index,
-                "class_name": self.label_table.lookup(index)}
+        return {PROBABILITIES: probabilities, CLASS_INDEX: index,
+                CLASS_NAME: self.label_table.lookup(index)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
     def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -69,7 +74,7 @@ class ServingModule(tf.Module):
             examples, {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
         outputs = self._predict(parsed[F.IMAGE_KEY])
         if self.binary:
-            outputs["positive_probability"] = outputs["probabilities"][:, 1]
+            outputs[POSITIVE_PROBABILITY] = outputs[PROBABILITIES][:, 1]
         return outputs
 
 

@@ -15,3 +15,13 @@ FORMAT_KEY = "format"  # jpeg | png | gif | bmp
 STATISTICS_FEATURES = (LABEL_KEY, LABEL_NAME_KEY, HEIGHT_KEY, WIDTH_KEY)
 
 SPLITS = ("train", "eval", "test")
+
+# The encodings tf.io.decode_image reads (trainer/images.py), by their leading bytes.
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"),
+          (b"GIF89a", "gif"), (b"BM", "bmp"))
+IMAGE_FORMATS = "JPEG, PNG, GIF or BMP"
+
+
+def image_format(data: bytes) -> str | None:
+    """"jpeg", "png", "gif" or "bmp" by the leading bytes, else None."""
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)

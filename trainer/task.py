@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from pipeline.config import PipelineConfig
+from serving.warmup import read_encoded_images, write_warmup_requests
 from trainer import model as M
 from trainer.data import input_fn
 from trainer.export import export_model
@@ -65,6 +66,8 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
         json.dump(history, f, indent=1)
     export_model(model, class_names, cfg.image_size, export_dir)
+    # TF Serving (and serving.local_server) replay these before a version answers requests.
+    write_warmup_requests(export_dir, read_encoded_images(train_files), cfg.model_name)
     return history
 
 

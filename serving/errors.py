@@ -1,0 +1,107 @@
+"""Errors shared by the clients and the local server: TF Serving's gRPC status codes and the
+HTTP status its REST API answers for each (tensorflow_serving/model_servers/http_server.cc)."""
+
+from __future__ import annotations
+
+import grpc
+
+C = grpc.StatusCode
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    C.CANCELLED: 499, C.UNKNOWN: 500, C.INVALID_ARGUMENT: 400, C.DEADLINE_EXCEEDED: 504,
+    C.NOT_FOUND: 404, C.ALREADY_EXISTS: 409, C.PERMISSION_DENIED: 403,
+    C.RESOURCE_EXHAUSTED: 429, C.FAILED_PRECONDITION: 400, C.ABORTED: 409, C.OUT_OF_RANGE: 400,
+    C.UNIMPLEMENTED: 501, C.INTERNAL: 500, C.UNAVAILABLE: 503, C.DATA_LOSS: 500,
+    C.UNAUTHENTICATED: 401,
+}
+# Not a TF Serving answer (it has no request size limit on REST): the local server's and an
+# HTTP proxy's answer to a body above the limit.
+PAYLOAD_TOO_LARGE = 413
+# TF Serving's C++ status codes are gRPC's; tf.errors.OpError.error_code uses the same numbers.
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class ServingError(Exception):
+    """A request that TF Serving (or the local server) refused, or that could not be sent."""
+
+    code: grpc.StatusCode = C.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+
+class NotFound(ServingError):
+    """Unknown model, version or version label."""
+
+    code = C.NOT_FOUND
+
+
+class InvalidArgument(ServingError):
+    """A malformed request: not an image, bad base64, wrong input names or types."""
+
+    code = C.INVALID_ARGUMENT
+
+
+class FailedPrecondition(ServingError):
+    """TF Serving's gRPC answer to an unknown signature name (predict_util.cc)."""
+
+    code = C.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ServingError):
+    """The server (or gRPC) is out of a resource, e.g. the request is above its size limit."""
+
+    code = C.RESOURCE_EXHAUSTED
+
+
+class RequestTooLarge(ResourceExhausted):
+    """A request above the client's or the server's maximum request size."""
+
+
+class Unavailable(ServingError):
+    """The server cannot be reached, or has no version of the model loaded yet."""
+
+    code = C.UNAVAILABLE
+
+
+class DeadlineExceeded(ServingError):
+    """No answer within the timeout."""
+
+    code = C.DEADLINE_EXCEEDED
+
+
+class Unimplemented(ServingError):
+    """An API the server does not offer (the local server: Classify, Regress, ...)."""
+
+    code = C.UNIMPLEMENTED
+
+
+_CLASSES: dict[grpc.StatusCode, type[ServingError]] = {
+    cls.code: cls for cls in (NotFound, InvalidArgument, FailedPrecondition, ResourceExhausted,
+                              Unavailable, DeadlineExceeded, Unimplemented)}
+
+
+def code_name(number: int) -> str:
+    """The name of a status code number (TF Serving's StatusProto.error_code): 5 -> NOT_FOUND."""
+    return _BY_NUMBER.get(number, C.UNKNOWN).name
+
+
+def error_for_code(code: grpc.StatusCode | int, message: str) -> ServingError:
+    """The ServingError subclass for a gRPC status code (or its number)."""
+    if isinstance(code, int):
+        code = _BY_NUMBER.get(code, C.UNKNOWN)
+    return _CLASSES.get(code, ServingError)(message, code)
+
+
+def error_for_http(status: int, message: str) -> ServingError:
+    """The ServingError for a TF Serving REST error answer (HTTP status + {"error": ...})."""
+    if status == PAYLOAD_TOO_LARGE:
+        return RequestTooLarge(message)
+    # Several codes share a status; the first (in gRPC code order) is the usual one.
+    code = next((c for c, s in HTTP_STATUS.items() if s == status), C.UNKNOWN)
+    return error_for_code(code, message)

@@ -1,0 +1,14 @@
+"""Names of the exported model's interface: signatures, their inputs and outputs, assets.
+
+No TensorFlow import here, so that light clients (serving/client.py over REST) share them.
+"""
+
+SERVING_SIGNATURE = "serving_default"  # images -> probabilities, class_index, class_name
+EXAMPLES_SIGNATURE = "from_examples"  # examples -> the same (+ positive_probability); TFMA
+IMAGES_INPUT = "images"  # string [None]: encoded JPEG/PNG/GIF/BMP bytes
+EXAMPLES_INPUT = "examples"  # string [None]: serialized tf.Example
+PROBABILITIES = "probabilities"  # float [None, classes]
+CLASS_INDEX = "class_index"  # int64 [None]
+CLASS_NAME = "class_name"  # string [None]
+POSITIVE_PROBABILITY = "positive_probability"  # float [None], two classes only
+LABELS_ASSET = "labels.txt"  # assets/labels.txt: one class name per line, by index
