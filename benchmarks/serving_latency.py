@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as every entry point sets it
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # explicit, as every entry point sets it
 
 import numpy as np  # noqa: E402
 import portpicker  # noqa: E402

@@ -46,7 +46,7 @@ class _ProgressOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        if message.startswith(_KNOWN_NOISE):
+        if message.startswith(_KNOWN_NOISE) or "tf_record_iterator" in message:
             return False
         return record.levelno >= logging.WARNING or message.startswith("Component ")
 

@@ -10,18 +10,23 @@ default. Production serving is the tensorflow/serving image (serving/docker-comp
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import signal
-import sys
-import threading
-from collections.abc import Sequence
 
-from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT
-from serving.grpc_api import create_grpc_server
-from serving.model_store import ModelStore, read_model_config
-from serving.rest_api import RestServer
+# Explicit before TensorFlow loads, as in every entry point (importing tfx or tensorflow_transform
+# would set it only when unset, so what tf.keras means would depend on import order).
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT  # noqa: E402
+from serving.grpc_api import create_grpc_server  # noqa: E402
+from serving.model_store import ModelStore, read_model_config  # noqa: E402
+from serving.rest_api import RestServer  # noqa: E402
 
 LOG = logging.getLogger("serving.local_server")
 
