@@ -151,6 +151,12 @@ class PipelineConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
+def absolute(path: str) -> str:
+    """Remote URIs unchanged, local paths absolute (artifact URIs and pods must not depend on
+    the working directory)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -22,7 +22,7 @@ import sys  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repo's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.config import PipelineConfig, add_flags, config_from_args  # noqa: E402
+from pipeline.config import PipelineConfig, absolute, add_flags, config_from_args  # noqa: E402
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -56,11 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Kubeflow Pipelines API endpoint for --submit (default: the "
                                "in-cluster one).")
     return parser
-
-
-def absolute(path: str) -> str:
-    """Remote URIs unchanged, local paths absolute (a pod does not share our working dir)."""
-    return path if "://" in path else os.path.abspath(path)
 
 
 def read_class_names(examples_dir: str) -> list[str]:

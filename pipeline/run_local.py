@@ -20,7 +20,12 @@ import time  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repo's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.config import PipelineConfig, add_flags, config_from_args  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    PipelineConfig,
+    absolute,
+    add_flags,
+    config_from_args,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> PipelineConfig:
@@ -30,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     add_flags(parser)
     args = parser.parse_args(argv)
     try:
-        return config_from_args(args)
+        return config_from_args(
+            args, output_dir=absolute(args.output_dir),
+            serving_dir=absolute(args.serving_dir) if args.serving_dir else None)
     except ValueError as e:
         parser.error(str(e))
 
