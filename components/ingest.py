@@ -92,6 +92,7 @@ class IngestResult:
     output_dir: str
     report: dict
     reused: bool
+    seconds: float = 0.0  # wall time of convert_image_tree, scan and fingerprint included
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +411,7 @@ def convert_image_tree(root: str, tfrecords_dir: str, settings: SplitSettings | 
         with tf.io.gfile.GFile(os.path.join(out_dir, REPORT_FILE)) as f:
             report = json.load(f)
         LOG.info("input unchanged (fingerprint %s): reusing %s", fp, out_dir)
-        return IngestResult(out_dir, report, reused=True)
+        return IngestResult(out_dir, report, True, time.monotonic() - started)
     if tf.io.gfile.exists(out_dir):
         tf.io.gfile.rmtree(out_dir)  # an interrupted earlier conversion
     tf.io.gfile.makedirs(out_dir)
@@ -424,7 +425,7 @@ def convert_image_tree(root: str, tfrecords_dir: str, settings: SplitSettings | 
     with tf.io.gfile.GFile(os.path.join(out_dir, COMPLETE_MARKER), "w") as f:
         f.write(fp)
     LOG.info("converted in %.1fs: %s", time.monotonic() - started, summarize(report))
-    return IngestResult(out_dir, report, reused=False)
+    return IngestResult(out_dir, report, False, time.monotonic() - started)
 
 
 def check_accounting(tree: ImageTree, report: dict) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from pipeline.config import SEED_DATA_URL
+from pipeline.config import SEED_DATA_URL, PipelineConfig
+
+if TYPE_CHECKING:
+    from components.ingest import IngestResult
 
 
 class DataSourceError(RuntimeError):
@@ -31,3 +35,15 @@ def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
         if os.path.isdir(os.path.join(candidate, "train")):
             return candidate
     raise DataSourceError(f"downloaded {archive} but found no train/ folder in it")
+
+
+def ingest(cfg: PipelineConfig, beam_args: list[str]) -> IngestResult:
+    """The runners' first step: cfg.data_dir (or the seed download) -> TFRecords in
+    cfg.tfrecords_dir, reusing an unchanged earlier conversion; prints one line."""
+    from components.ingest import SplitSettings, convert_image_tree, summarize
+
+    result = convert_image_tree(resolve_data_dir(cfg.data_dir), cfg.tfrecords_dir,
+                                SplitSettings.from_config(cfg), beam_args)
+    print(f"[ingest] {'reused' if result.reused else 'converted'} {result.output_dir}: "
+          f"{summarize(result.report)}", flush=True)
+    return result

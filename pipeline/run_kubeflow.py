@@ -80,20 +80,6 @@ def read_class_names(examples_dir: str) -> list[str]:
     return names
 
 
-def ingest(cfg: PipelineConfig, beam_args: list[str]) -> tuple[str, list[str]]:
-    """Converts cfg.data_dir (or the seed download) into cfg.tfrecords_dir, as run_local does."""
-    from components.ingest import SplitSettings, convert_image_tree, summarize
-    from pipeline.beam import beam_pipeline_args
-    from pipeline.data_source import resolve_data_dir
-
-    settings = SplitSettings.from_config(cfg)
-    result = convert_image_tree(resolve_data_dir(cfg.data_dir), cfg.tfrecords_dir, settings,
-                                beam_args or beam_pipeline_args(cfg.beam_workers))
-    print(f"[ingest] {'reused' if result.reused else 'converted'} {result.output_dir}: "
-          f"{summarize(result.report)}", flush=True)
-    return result.output_dir, result.report["classes"]
-
-
 def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str], image: str,
                      output_file: str, pipeline_root: str | None = None) -> str:
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
@@ -173,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
 
     from components.ingest import IngestError
-    from pipeline.data_source import DataSourceError
+    from pipeline.beam import beam_pipeline_args
+    from pipeline.data_source import DataSourceError, ingest
     from pipeline.run_local import configure_logging
 
     configure_logging()
@@ -183,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             examples_dir = absolute(args.examples_dir)
             class_names = read_class_names(examples_dir)
         else:
-            examples_dir, class_names = ingest(cfg, beam_args)
+            ingested = ingest(cfg, beam_args or beam_pipeline_args(cfg.beam_workers))
+            examples_dir, class_names = ingested.output_dir, ingested.report["classes"]
     except (ExamplesDirError, IngestError, DataSourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

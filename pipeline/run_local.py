@@ -13,6 +13,7 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -73,25 +74,19 @@ def run(cfg: PipelineConfig) -> dict:
     """Ingests, runs the pipeline with LocalDagRunner and returns the run summary."""
     from tfx import v1 as tfx
 
-    from components.ingest import SplitSettings, convert_image_tree, summarize
     from pipeline.beam import beam_pipeline_args
-    from pipeline.data_source import resolve_data_dir
+    from pipeline.data_source import ingest, resolve_data_dir
     from pipeline.pipeline import create_pipeline
     from pipeline.summary import collect_summary
     from trainer.model import build_base
 
     started = time.monotonic()
-    data_dir = resolve_data_dir(cfg.data_dir)
-    # Fail before any work if the base weights cannot be had (offline imagenet, bad path);
-    # a download lands in the Keras cache, where the Trainer then finds it.
+    # Fail before any work if the data or the base weights cannot be had (offline downloads,
+    # bad paths); downloads land in Keras' cache, where ingestion and the Trainer find them.
+    cfg = dataclasses.replace(cfg, data_dir=resolve_data_dir(cfg.data_dir))
     build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
-    settings = SplitSettings.from_config(cfg)
     beam_args = beam_pipeline_args(cfg.beam_workers)
-    ingest_started = time.monotonic()
-    ingested = convert_image_tree(data_dir, cfg.tfrecords_dir, settings, beam_args)
-    ingest_seconds = time.monotonic() - ingest_started
-    print(f"[ingest] {'reused' if ingested.reused else 'converted'} {ingested.output_dir}: "
-          f"{summarize(ingested.report)}", flush=True)
+    ingested = ingest(cfg, beam_args)
 
     pipeline = create_pipeline(cfg, ingested.output_dir, ingested.report["classes"],
                                metadata_path=cfg.metadata_path, beam_pipeline_args=beam_args)
@@ -100,7 +95,7 @@ def run(cfg: PipelineConfig) -> dict:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except Exception as e:  # the summary still reports what ran; the error is re-raised below
         error = e
-    summary = collect_summary(cfg, ingested, ingest_seconds, time.monotonic() - started)
+    summary = collect_summary(cfg, ingested, time.monotonic() - started)
     summary["error"] = None if error is None else f"{type(error).__name__}: {error}"
     return summary
 

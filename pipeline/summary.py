@@ -69,12 +69,12 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     return {}
 
 
-def collect_summary(cfg: PipelineConfig, ingested: IngestResult, ingest_seconds: float,
+def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                     total_seconds: float) -> dict[str, Any]:
     """Component statuses and times, phase accuracies, test metrics, blessing, pushed path."""
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
-                      "seconds": round(ingest_seconds, 1),
+                      "seconds": round(ingested.seconds, 1),
                       "per_split": ingested.report["per_split_total"],
                       "skipped": ingested.report["skipped"]},
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
