@@ -26,16 +26,18 @@ def _store(path: str) -> metadata_store.MetadataStore:
 
 
 def _latest_run_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> list:
+    """Executions of the pipeline's newest run (LocalDagRunner makes each run a child context
+    of the pipeline's context)."""
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline_ctx is None:
         return []
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if c.id in {x.id for x in store.get_children_contexts_by_context(pipeline_ctx.id)}
-            ] or store.get_contexts_by_type("pipeline_run")
+    run_type = store.get_context_type("pipeline_run")
+    runs = [c for c in store.get_children_contexts_by_context(pipeline_ctx.id)
+            if c.type_id == run_type.id]
     if not runs:
         return []
-    run = max(runs, key=lambda c: c.create_time_since_epoch)
-    return store.get_executions_by_context(run.id)
+    latest = max(runs, key=lambda c: c.create_time_since_epoch)
+    return store.get_executions_by_context(latest.id)
 
 
 def _node_id(store: metadata_store.MetadataStore, execution: Any, node_type_id: int) -> str:
