@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -114,8 +115,9 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                     value = history[phase]["history"]["val_accuracy"][-1]
                     summary[f"{phase}_val_accuracy"] = round(value, 4)
     elif type_name == "ModelEvaluation":
-        summary["test_metrics"] = {k: round(v, 4) for k, v in
-                                   overall_metrics(artifact.uri).items()}
+        # NaN (e.g. precision with no positive prediction) becomes null: valid JSON.
+        summary["test_metrics"] = {k: round(v, 4) if math.isfinite(v) else None
+                                   for k, v in overall_metrics(artifact.uri).items()}
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
     elif type_name == RunReport.TYPE_NAME:

@@ -171,6 +171,8 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     assert components(summary)["Trainer"] == "COMPLETE"
     assert summary["blessed"] is False and summary["pushed_to"] is None
     assert summary["test_metrics"]["accuracy"] < 0.7
+    assert summary["test_metrics"]["accuracy_diff"] < 0  # compared with the blessed baseline
+    json.loads((out / "run_summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
     assert "pushed to: not pushed" in bad.stdout
 
