@@ -161,20 +161,27 @@ def _flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+# --help sections: each starts at the named field (fields are in this order above).
+_FLAG_GROUPS = {"data_dir": "data and outputs", "eval_fraction": "ingestion",
+                "base_weights": "model", "batch_size": "training",
+                "min_accuracy": "evaluation and push", "beam_workers": "execution"}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds one flag per PipelineConfig field (defaults and help from the dataclass)."""
+    group: Any = parser
     for f in dataclasses.fields(PipelineConfig):
-        if f.name in exclude:
-            continue
-        kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name}
+        if f.name in _FLAG_GROUPS:
+            group = parser.add_argument_group(_FLAG_GROUPS[f.name])
+        kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name,
+                                  "default": f.default}
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
-            kwargs["default"] = f.default
         else:
-            kwargs["default"] = f.default
             kwargs["type"] = _field_type(f)
-            kwargs["help"] += f" (default: {f.default})"
-        parser.add_argument(_flag_name(f.name), **kwargs)
+            if f.default is not None:
+                kwargs["help"] += f" (default: {f.default})"
+        group.add_argument(_flag_name(f.name), **kwargs)
 
 
 def _field_type(f: dataclasses.Field) -> type:
