@@ -11,7 +11,7 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.ingest import IngestResult
+from components.ingest import REPORT_FILE, IngestResult
 from components.report import REPORT_HTML, RunReport
 from pipeline.config import PipelineConfig
 from trainer.task import HISTORY_FILE
@@ -77,6 +77,7 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
     """Component statuses and times, phase accuracies, test metrics, blessing, pushed path."""
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
+                      "report": os.path.join(ingested.output_dir, REPORT_FILE),
                       "seconds": round(ingested.seconds, 1),
                       "per_split": ingested.report["per_split_total"],
                       "skipped": ingested.report["skipped"]},
@@ -130,12 +131,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable table printed at the end of a run."""
     lines = ["", "=== run summary ==="]
     ing = summary["ingestion"]
-    lines.append(f"ingestion          {'reused' if ing['reused'] else 'converted':>9}  "
-                 f"{ing['seconds']:7.1f}s  {ing['per_split']}, skipped {ing['skipped']}")
+    lines.append(f"{'ingestion':<30} {'reused' if ing['reused'] else 'converted':>9}  "
+                 f"{ing['seconds']:7.1f}s  {ing['per_split']}, skipped {ing['skipped']} "
+                 f"(see {ing['report']})")
     for c in summary["components"]:
         lines.append(f"{c['component']:<30} {c['status']:>9}  {c['seconds']:7.1f}s")
     p1, p2 = summary["phase1_val_accuracy"], summary["phase2_val_accuracy"]
-    lines.append(f"validation accuracy: phase 1 {p1}, phase 2 {p2}")
+    lines.append(f"validation accuracy: phase 1 {p1}, phase 2 "
+                 f"{'not run' if p2 is None else p2}")
     if summary["test_metrics"]:
         metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
         lines.append(f"test metrics: {metrics}")
