@@ -4,6 +4,8 @@ answer UNIMPLEMENTED, from the generated servicer base classes)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -17,6 +19,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving.constants import SIGNATURE_NAME
 from serving.errors import InvalidArgument, ServingError
 from serving.model_store import ModelStore
 from serving.servable import Servable
@@ -38,8 +41,21 @@ def _response_spec(spec: model_pb2.ModelSpec, servable: Servable,
     out = model_pb2.ModelSpec(name=spec.name)
     out.version.value = servable.version
     if signature_name is not None:
-        out.signature_name = signature_name or "serving_default"
+        out.signature_name = signature_name or SIGNATURE_NAME
     return out
+
+
+def _abort_on_serving_error(method: Callable) -> Callable:
+    """Ends the call with the ServingError's gRPC status, as TF Serving would answer."""
+
+    @functools.wraps(method)
+    def handler(self, request, context: grpc.ServicerContext):
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            context.abort(e.code, str(e))
+
+    return handler
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -48,15 +64,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, store: ModelStore):
         self.store = store
 
+    @_abort_on_serving_error
     def Predict(self, request: predict_pb2.PredictRequest,
                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
-        try:
-            servable = resolve(self.store, request.model_spec)
-            inputs = {name: from_tensor_proto(t) for name, t in request.inputs.items()}
-            outputs = servable.run(request.model_spec.signature_name, inputs,
-                                   request.output_filter)
-        except ServingError as e:
-            context.abort(e.code, str(e))
+        servable = resolve(self.store, request.model_spec)
+        inputs = {name: from_tensor_proto(t) for name, t in request.inputs.items()}
+        outputs = servable.run(request.model_spec.signature_name, inputs, request.output_filter)
         response = predict_pb2.PredictResponse(
             model_spec=_response_spec(request.model_spec, servable,
                                       request.model_spec.signature_name))
@@ -64,13 +77,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(to_tensor_proto(value))
         return response
 
+    @_abort_on_serving_error
     def GetModelMetadata(
             self, request: get_model_metadata_pb2.GetModelMetadataRequest,
             context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        try:
-            return model_metadata(self.store, request)
-        except ServingError as e:
-            context.abort(e.code, str(e))
+        return model_metadata(self.store, request)
 
 
 def model_metadata(store: ModelStore, request: get_model_metadata_pb2.GetModelMetadataRequest
@@ -99,13 +110,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, store: ModelStore):
         self.store = store
 
+    @_abort_on_serving_error
     def GetModelStatus(
             self, request: get_model_status_pb2.GetModelStatusRequest,
             context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
-        try:
-            return model_status(self.store, request)
-        except ServingError as e:
-            context.abort(e.code, str(e))
+        return model_status(self.store, request)
 
 
 def model_status(store: ModelStore, request: get_model_status_pb2.GetModelStatusRequest
