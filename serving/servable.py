@@ -14,6 +14,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving.constants import SIGNATURE_NAME
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
 from serving.warmup import WARMUP_PATH, read_warmup_requests
 
@@ -67,7 +68,7 @@ class Servable:
 
     def signature(self, name: str) -> Signature:
         """The named signature ("" means serving_default); FAILED_PRECONDITION if unknown."""
-        name = name or "serving_default"
+        name = name or SIGNATURE_NAME
         try:
             return self.signatures[name]
         except KeyError:
