@@ -32,7 +32,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from pipeline.beam import beam_pipeline_args
-from trainer import features as F
+from contract import features as F
 
 LOG = logging.getLogger("ingest")
 
@@ -282,7 +282,7 @@ def assign_splits(item: tuple[tuple[str, int], Iterable[dict]],
 
 
 def to_example(record: dict) -> bytes:
-    """The serialized tf.Example of one kept image (format in trainer/features.py)."""
+    """The serialized tf.Example of one kept image (format in contract/features.py)."""
     def b(v: str | bytes) -> tf.train.Feature:
         v = v.encode() if isinstance(v, str) else v
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))

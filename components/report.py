@@ -22,9 +22,9 @@ from tfx.types.artifact import Artifact
 from tfx.types.standard_artifacts import Examples, Model, ModelBlessing, ModelRun
 from tfx.utils import path_utils
 
-from trainer import features as F
+from contract import features as F
 from trainer.data import record_dataset
-from trainer.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
+from contract.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
 from trainer.task import HISTORY_FILE
 
 REPORT_HTML = "index.html"

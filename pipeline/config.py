@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from contract.interface import MODEL_NAME
+from trainer.config import TrainingConfig
 
 # The TensorFlow "Transfer learning and fine-tuning" tutorial (the seed recipe).
 SEED_IMAGE_SIZE = 160
@@ -24,7 +26,6 @@ SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning r
 SEED_DROPOUT = 0.2
 SEED_ROTATION = 0.2
 SEED_TEST_FRACTION = 0.2  # of the validation folder, moved to the test split
-DEFAULT_MODEL_NAME = "image_classifier"
 SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 
 
@@ -45,7 +46,7 @@ class PipelineConfig:
     )
     output_dir: str = _knob("outputs", "Pipeline root, ML metadata, TFRecords and serving dir.")
     pipeline_name: str = _knob("tfx-image-transfer", "TFX pipeline name.")
-    model_name: str = _knob(DEFAULT_MODEL_NAME, "Model name in the TF Serving directory.")
+    model_name: str = _knob(MODEL_NAME, "Model name in the TF Serving directory.")
     serving_dir: str | None = _knob(None, "TF Serving base directory (default OUTPUT_DIR/serving).")
 
     # Ingestion
@@ -140,15 +141,9 @@ class PipelineConfig:
         return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"),
                             self.model_name)
 
-    def training_dict(self) -> dict[str, Any]:
-        """The knobs the Trainer needs, JSON-serialisable (passed as custom_config)."""
-        keys = ["base_weights", "alpha", "image_size", "dropout", "rotation", "horizontal_flip",
-                "batch_size", "epochs", "learning_rate", "fine_tune_epochs", "fine_tune_at",
-                "fine_tune_lr_factor", "shuffle_buffer", "seed"]
-        return {k: getattr(self, k) for k in keys}
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    def training_config(self) -> TrainingConfig:
+        """The knobs the Trainer needs (passed to it as JSON in custom_config)."""
+        return TrainingConfig(**{k: getattr(self, k) for k in TrainingConfig.field_names()})
 
 
 def absolute(path: str) -> str:

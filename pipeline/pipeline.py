@@ -13,9 +13,9 @@ from tfx.dsl.components.base import executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
+from contract import features as F
+from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
 from pipeline.config import PipelineConfig
-from trainer import features as F
-from trainer.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 RUN_FN = "trainer.task.run_fn"
@@ -23,7 +23,7 @@ CODE_FINGERPRINT_KEY = "code_fingerprint"
 
 
 def trainer_code_fingerprint() -> str:
-    """Hash of the trainer package's sources and the config module.
+    """Hash of the sources run_fn runs: the trainer and contract packages.
 
     The Trainer runs `run_fn` by import path, so TFX's cache key does not see code changes;
     passing this hash in custom_config makes a changed trainer retrain instead of reusing a
@@ -31,8 +31,8 @@ def trainer_code_fingerprint() -> str:
     """
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
-    for path in sorted([*(root / "trainer").glob("*.py"), root / "pipeline" / "config.py"]):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted([*(root / "trainer").glob("*.py"), *(root / "contract").glob("*.py")]):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 ACCURACY = "accuracy"
 
@@ -99,7 +99,7 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
-        custom_config={CONFIG_KEY: cfg.training_dict(), CLASSES_KEY: list(class_names),
+        custom_config={CONFIG_KEY: cfg.training_config().to_dict(), CLASSES_KEY: list(class_names),
                        CODE_FINGERPRINT_KEY: trainer_code_fingerprint()})
     trainer.add_upstream_node(anomaly_gate)
 

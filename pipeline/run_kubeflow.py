@@ -63,7 +63,7 @@ def read_class_names(examples_dir: str) -> list[str]:
     import tensorflow as tf
 
     from components.ingest import LABELS_FILE
-    from trainer import features as F
+    from contract import features as F
 
     labels = os.path.join(examples_dir, LABELS_FILE)
     missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]

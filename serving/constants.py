@@ -1,12 +1,11 @@
-"""Names the serving side shares: the model's interface (defined in trainer/interface.py, the
+"""Names the serving side shares: the model's interface (defined in contract/interface.py, the
 one home), the default model name, and TF Serving's ports and limits."""
 
 from __future__ import annotations
 
-from pipeline.config import DEFAULT_MODEL_NAME
-from trainer import interface
+from contract import interface
 
-MODEL_NAME = DEFAULT_MODEL_NAME
+MODEL_NAME = interface.MODEL_NAME
 SIGNATURE_NAME = interface.SERVING_SIGNATURE
 IMAGES_INPUT = interface.IMAGES_INPUT
 PROBABILITIES = interface.PROBABILITIES

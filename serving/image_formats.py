@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serving.errors import InvalidArgument
-from trainer.features import IMAGE_FORMATS, image_format
+from contract.features import IMAGE_FORMATS, image_format
 
 
 def check_image(data: bytes, name: str) -> None:

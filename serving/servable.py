@@ -16,12 +16,20 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.constants import SIGNATURE_NAME
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
-from serving.warmup import WARMUP_PATH, read_warmup_requests
+from tensorflow_serving.apis import prediction_log_pb2
+
+from contract.interface import WARMUP_FILE as WARMUP_PATH
 
 LOG = logging.getLogger("serving.servable")
 SAVED_MODEL_FILE = "saved_model.pb"
 # Lines of TF error messages that describe the graph, not the problem.
 _GRAPH_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|\s*\[\[)")
+
+
+def read_warmup_requests(path: str) -> list[prediction_log_pb2.PredictionLog]:
+    """The PredictionLog records of a warmup file."""
+    return [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(path)]
 
 
 class LoadError(RuntimeError):

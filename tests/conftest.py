@@ -19,10 +19,15 @@ SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"
 MINI = SHARED / "data" / "cats_vs_dogs_mini"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
 ALPHA = 0.5
+# The smallest shipped base, for models exported without training (serving tests).
+SMALL_WEIGHTS = (SHARED / "weights"
+                 / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
+SMALL_ALPHA = 0.35
+SMALL_IMAGE_SIZE = 96
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    missing = [p for p in (MINI, WEIGHTS) if not p.exists()]
+    missing = [p for p in (MINI, WEIGHTS, SMALL_WEIGHTS) if not p.exists()]
     if missing:
         raise pytest.UsageError(f"test data missing: {missing} (set TFX_IMAGE_TRANSFER_SHARED)")
 
@@ -87,3 +92,47 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     process = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST_ARGS)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     return PipelineRun(out, process, json.loads((out / "run_summary.json").read_text()))
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A model base path holding one exported version, as the Pusher lays it out."""
+
+    base_path: Path  # <dir>/image_classifier
+    version: int
+    class_names: tuple[str, ...]
+
+    @property
+    def version_dir(self) -> Path:
+        return self.base_path / str(self.version)
+
+
+def export_untrained(export_dir: Path, class_names: list[str], seed: int = 7) -> Path:
+    """Exports an untrained classifier the way the Trainer does, warmup file included.
+
+    The base is MobileNetV2 alpha 0.35 with its ImageNet weights and the head is random, so
+    outputs differ from image to image; nothing is trained, so it takes seconds.
+    """
+    import keras
+
+    from trainer.export import export_model
+    from trainer.model import build_model
+    from trainer.warmup import write_warmup_requests
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(len(class_names), SMALL_IMAGE_SIZE, SMALL_ALPHA, str(SMALL_WEIGHTS))
+    export_model(model, class_names, SMALL_IMAGE_SIZE, str(export_dir))
+    photos = [path.read_bytes() for path, _ in validation_photos()[:3]]
+    write_warmup_requests(str(export_dir), photos, MODEL_NAME)
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
+    """An untrained two-class model exported as version 1 (no pipeline run needed).
+
+    Shared by many tests: read only. Copy the base path (shutil.copytree) to change it.
+    """
+    base = tmp_path_factory.mktemp("exported") / MODEL_NAME
+    export_untrained(base / "1", ["cats", "dogs"])
+    return ExportedModel(base, 1, ("cats", "dogs"))

@@ -23,7 +23,7 @@ from components.ingest import (
     scan_image_tree,
 )
 from tests.conftest import MINI
-from trainer import features as F
+from contract import features as F
 
 
 def read_split(out_dir: str, split: str) -> list[tf.train.Example]:

@@ -32,7 +32,7 @@ from pipeline.beam import beam_pipeline_args
 from pipeline.config import PipelineConfig, add_flags
 from tests.conftest import ALPHA, MINI, REPO, WEIGHTS
 from tests.conftest import run_local as run_local_cli
-from trainer import features as F
+from contract import features as F
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 IMAGE = "registry.example.com/ml/tfx-image-transfer:test"
@@ -168,7 +168,7 @@ def test_trainer_pusher_and_example_gen_carry_the_run_configuration(compiled):
     spec, cfg = compiled.spec, compiled.cfg
     assert parameter(spec, "Trainer", "run_fn") == "trainer.task.run_fn"
     custom = json.loads(parameter(spec, "Trainer", "custom_config"))
-    assert custom[CONFIG_KEY] == cfg.training_dict() and custom[CLASSES_KEY] == CLASSES
+    assert custom[CONFIG_KEY] == cfg.training_config().to_dict() and custom[CLASSES_KEY] == CLASSES
     assert custom[CONFIG_KEY]["epochs"] == 3 and custom[CONFIG_KEY]["learning_rate"] == 0.002
     trainer = next(c for c in compiled.local.components if c.id == "Trainer")
     assert custom == json.loads(trainer.exec_properties["custom_config"])  # all of it, as local

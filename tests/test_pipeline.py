@@ -19,7 +19,7 @@ from pipeline.pipeline import create_pipeline, eval_config
 from tests.conftest import ALPHA, FAST_ARGS, MINI, run_local, validation_photos
 from trainer import model as M
 from trainer.export import export_model
-from trainer.interface import SERVING_SIGNATURE
+from contract.interface import SERVING_SIGNATURE
 
 
 def accuracy_on_validation_photos(export_dir: str) -> float:
@@ -222,7 +222,7 @@ def test_trainer_cache_key_follows_the_trainer_code(tmp_path):
     trainer = next(c for c in pipeline.components if c.id == "Trainer")
     custom = json.loads(trainer.exec_properties["custom_config"])
     assert custom[CODE_FINGERPRINT_KEY] == trainer_code_fingerprint()
-    assert custom["training"] == cfg.training_dict() and custom["classes"] == ["a", "b"]
+    assert custom["training"] == cfg.training_config().to_dict() and custom["classes"] == ["a", "b"]
 
 
 def test_anomaly_gate_component_stops_the_run(tmp_path):

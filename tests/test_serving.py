@@ -53,7 +53,7 @@ from serving.warmup import (
     write_warmup_requests,
 )
 from tests.conftest import MODEL_NAME, REPO, validation_photos
-from trainer import interface
+from contract import interface
 
 SERVING = REPO / "serving"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # the in-process server's limit; 40 photos are 1.5 MB

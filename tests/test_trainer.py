@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import ALPHA, WEIGHTS, validation_photos
-from trainer import features as F
+from contract import features as F
 from trainer import model as M
 from trainer.data import input_fn
 from trainer.export import export_model
 from trainer.images import decode_and_resize, decode_batch
-from trainer.interface import EXAMPLES_SIGNATURE, SERVING_SIGNATURE
+from contract.interface import EXAMPLES_SIGNATURE, SERVING_SIGNATURE
 
 SIZE = 96  # small and fast; any size >= 32 works with the no-top weights
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer import features as F
+from contract import features as F
 from trainer.images import decode_and_resize
 
-_FEATURE_SPEC = {
-    F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-    F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-}
+
+def image_feature_spec(with_label: bool = False) -> dict[str, tf.io.FixedLenFeature]:
+    """The tf.Example parse spec of the encoded image, and of the label when asked.
+
+    Args:
+      with_label: also parse the int64 class index.
+
+    Returns:
+      A spec for tf.io.parse_example / parse_single_example.
+    """
+    spec = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    if with_label:
+        spec[F.LABEL_KEY] = tf.io.FixedLenFeature([], tf.int64)
+    return spec
 
 
 def list_files(patterns: list[str] | str) -> list[str]:
@@ -39,7 +49,7 @@ def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
     """
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+        parsed = tf.io.parse_single_example(serialized, image_feature_spec(with_label=True))
         return decode_and_resize(parsed[F.IMAGE_KEY], image_size), parsed[F.LABEL_KEY]
 
     ds = record_dataset(file_patterns).map(parse, num_parallel_calls=tf.data.AUTOTUNE,

@@ -17,9 +17,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from trainer import features as F
-from trainer.images import decode_batch
-from trainer.interface import (
+from contract import features as F
+from contract.interface import (
     CLASS_INDEX,
     CLASS_NAME,
     EXAMPLES_INPUT,
@@ -30,64 +29,71 @@ from trainer.interface import (
     PROBABILITIES,
     SERVING_SIGNATURE,
 )
+from contract.labels import format_labels
+from trainer.data import image_feature_spec
+from trainer.images import decode_batch
 
 
-class ServingModule(tf.Module):
-    """The exported object: the Keras model, the label table, and the two signatures."""
-
-    def __init__(self, model: keras.Model, class_names: list[str], image_size: int,
-                 labels_path: str):
-        super().__init__()
-        self.model = model
-        # Keras 3 keeps seed-generator states (augmentation, dropout) outside the layers'
-        # weights; tracking every model variable makes them reachable for tf.saved_model.
-        self.model_variables = list(model.variables)
-        self.image_size = image_size
-        self.binary = model.output_shape[-1] == 1
-        self.labels = tf.saved_model.Asset(labels_path)
-        self.label_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                self.labels, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE),
-            default_value="")
-        self.num_classes = len(class_names)
-
-    def _predict(self, encoded: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = decode_batch(encoded, self.image_size)
-        logits = self.model(images, training=False)
-        if self.binary:
-            positive = tf.sigmoid(logits)[:, 0]
-            probabilities = tf.stack([1.0 - positive, positive], axis=1)
-        else:
-            probabilities = tf.nn.softmax(logits, axis=-1)
-        index = tf.argmax(probabilities, axis=1)
-        return {PROBABILITIES: probabilities, CLASS_INDEX: index,
-                CLASS_NAME: self.label_table.lookup(index)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
-    def serve_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._predict(images)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        parsed = tf.io.parse_example(
-            examples, {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        outputs = self._predict(parsed[F.IMAGE_KEY])
-        if self.binary:
-            outputs[POSITIVE_PROBABILITY] = outputs[PROBABILITIES][:, 1]
-        return outputs
+def _label_table(labels_path: str) -> tf.lookup.StaticHashTable:
+    """class index (int64) -> class name, read from the labels asset's whole lines."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            labels_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+            value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE),
+        default_value="")
 
 
 def export_model(model: keras.Model, class_names: list[str], image_size: int,
                  export_dir: str) -> str:
-    """Writes the SavedModel (both signatures, labels asset) to export_dir."""
+    """Writes the SavedModel (both signatures, the labels asset) to export_dir.
+
+    keras.export.ExportArchive tracks every variable the signatures use, so the SavedModel's
+    saver restores them when TF Serving loads it in a session; a Keras 3 model saved as an
+    attribute of a tf.Module is not (tensorflow/serving#2226, keras-team/keras#20095).
+
+    Args:
+      model: the trained Keras model (float images [N, size, size, 3] in [0, 255] -> logits).
+      class_names: the class names by index.
+      image_size: the square size images are resized to.
+      export_dir: where to write; created.
+
+    Returns:
+      export_dir.
+    """
+    binary = model.output_shape[-1] == 1
     with tempfile.TemporaryDirectory() as tmp:
         labels_path = os.path.join(tmp, LABELS_ASSET)
-        with open(labels_path, "w") as f:
-            f.write("\n".join(class_names) + "\n")
-        module = ServingModule(model, class_names, image_size, labels_path)
-        tf.saved_model.save(module, export_dir, signatures={
-            SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
-            EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
-        })
+        with open(labels_path, "w", encoding="utf-8") as f:
+            f.write(format_labels(class_names))
+        table = _label_table(labels_path)
+
+        def predict(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+            logits = model(decode_batch(encoded, image_size), training=False)
+            if binary:
+                positive = tf.sigmoid(logits)[:, 0]
+                probabilities = tf.stack([1.0 - positive, positive], axis=1)
+            else:
+                probabilities = tf.nn.softmax(logits, axis=-1)
+            index = tf.argmax(probabilities, axis=1)
+            return {PROBABILITIES: probabilities, CLASS_INDEX: index,
+                    CLASS_NAME: table.lookup(index)}
+
+        def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return predict(images)
+
+        def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            parsed = tf.io.parse_example(examples, image_feature_spec())
+            outputs = predict(parsed[F.IMAGE_KEY])
+            if binary:
+                outputs[POSITIVE_PROBABILITY] = outputs[PROBABILITIES][:, 1]
+            return outputs
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.track(table)
+        archive.add_endpoint(SERVING_SIGNATURE, serve_images,
+                             [tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+        archive.add_endpoint(EXAMPLES_SIGNATURE, serve_examples,
+                             [tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        archive.write_out(export_dir, verbose=False)
     return export_dir

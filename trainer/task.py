@@ -11,11 +11,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pipeline.config import PipelineConfig
-from serving.warmup import read_encoded_images, write_warmup_requests
 from trainer import model as M
+from trainer.config import TrainingConfig
 from trainer.data import input_fn
 from trainer.export import export_model
+from trainer.warmup import read_encoded_images, write_warmup_requests
 
 LOG = logging.getLogger("trainer")
 HISTORY_FILE = "history.json"
@@ -28,7 +28,7 @@ def _binary_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
-                     class_names: list[str], cfg: PipelineConfig, export_dir: str,
+                     class_names: list[str], cfg: TrainingConfig, export_dir: str,
                      log_dir: str) -> dict[str, Any]:
     """Runs both phases of the seed recipe, writes history.json and TensorBoard logs to log_dir,
     exports the SavedModel to export_dir, and returns the history."""
@@ -41,7 +41,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     if M.is_binary(model):
         train_ds, eval_ds = _binary_labels(train_ds), _binary_labels(eval_ds)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
-    history: dict[str, Any] = {"classes": class_names, "config": cfg.training_dict()}
+    history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
 
     LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
     M.compile_model(model, keras.optimizers.Adam(cfg.learning_rate))
@@ -66,7 +66,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
         json.dump(history, f, indent=1)
     export_model(model, class_names, cfg.image_size, export_dir)
-    # TF Serving (and serving.local_server) replay these before a version answers requests.
+    # TF Serving (and the serving check before the push) replay these before a version answers.
     write_warmup_requests(export_dir, read_encoded_images(train_files), cfg.model_name)
     return history
 
@@ -81,6 +81,6 @@ def _phase_record(metrics: dict[str, list[float]], model: keras.Model,
 def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     custom = fn_args.custom_config or {}
-    cfg = PipelineConfig(**custom[CONFIG_KEY])
+    cfg = TrainingConfig.from_dict(custom[CONFIG_KEY])
     train_and_export(fn_args.train_files, fn_args.eval_files, list(custom[CLASSES_KEY]), cfg,
                      fn_args.serving_model_dir, fn_args.model_run_dir)

@@ -1,0 +1,216 @@
+"""Loading a SavedModel version the way TensorFlow Serving does, and running its signatures.
+
+TF Serving's SavedModelBundle is a TF1 session: the MetaGraph tagged `serve` is imported, the
+variables are restored through the SavedModel's saver, the init op runs (tables, assets), and
+each Predict is one `Session::Run` feeding and fetching the SignatureDef's tensor names. Then
+the warmup file is replayed, and a version whose load or warmup fails never becomes available.
+`saved_model_cli run` takes the same path. So does this module: a model that TF Serving would
+reject is rejected here too, unlike with TF2's object loader (`tf.saved_model.load`), which
+accepts for example a Keras 3 model saved inside a tf.Module (tensorflow/serving#2226).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from contract.interface import SAVED_MODEL_TAG, SERVING_SIGNATURE, WARMUP_FILE
+from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
+
+LOG = logging.getLogger("serving.server.loader")
+SAVED_MODEL_FILE = "saved_model.pb"
+# Lines of TF error messages that describe the graph, not the problem.
+_GRAPH_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|\s*\[\[)")
+
+
+class LoadError(RuntimeError):
+    """A version TF Serving would not make available: its load or its warmup failed."""
+
+
+class SessionModel:
+    """One SavedModel loaded into its own graph and session, as TF Serving holds a version."""
+
+    def __init__(self, path: str, session: tf.compat.v1.Session,
+                 meta_graph: meta_graph_pb2.MetaGraphDef):
+        self.path = path
+        self._session = session
+        self.signature_defs: dict[str, meta_graph_pb2.SignatureDef] = {
+            name: sig for name, sig in meta_graph.signature_def.items()
+            if not name.startswith("__")}  # __saved_model_init_op is not a signature
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def load(cls, path: str) -> SessionModel:
+        """Imports the `serve` MetaGraph at path into a new session and restores its variables.
+
+        Args:
+          path: a SavedModel directory (one version).
+
+        Returns:
+          The loaded model.
+
+        Raises:
+          LoadError: no SavedModel, no `serve` MetaGraph, or a failed restore or init op.
+        """
+        if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+            raise LoadError(f"{path} holds no {SAVED_MODEL_FILE}")
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph)
+        try:
+            with graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(
+                    session, [SAVED_MODEL_TAG], path)
+        except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
+            session.close()
+            raise LoadError(f"cannot load {path}: {_clean(str(e))}") from e
+        return cls(path, session, meta_graph)
+
+    def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
+        """The named SignatureDef ("" means serving_default).
+
+        Raises:
+          FailedPrecondition: no such signature (TF Serving's Predict answer).
+        """
+        name = name or SERVING_SIGNATURE
+        try:
+            return self.signature_defs[name]
+        except KeyError:
+            raise FailedPrecondition(
+                f'Serving signature key "{name}" not found.') from None
+
+    def run(self, signature_name: str, inputs: Mapping[str, Any],
+            output_filter: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        """Runs a signature as TF Serving's Predict does: one Session.run on its tensors.
+
+        Args:
+          signature_name: the SignatureDef key ("" means serving_default).
+          inputs: a value (array or nested list; bytes for strings) per input alias.
+          output_filter: the output aliases to fetch, each once; empty means all.
+
+        Returns:
+          The fetched outputs by alias, as numpy arrays.
+
+        Raises:
+          ServingError: INVALID_ARGUMENT for wrong input aliases, dtypes or shapes, unknown or
+            duplicated output aliases, and bad values (e.g. undecodable images); the status of
+            the TF error otherwise.
+        """
+        signature = self.signature(signature_name)
+        _check_input_aliases(inputs, signature.inputs)
+        feeds = {signature.inputs[alias].name: _to_array(alias, value, signature.inputs[alias])
+                 for alias, value in inputs.items()}
+        wanted = list(output_filter) or sorted(signature.outputs)
+        seen: set[str] = set()
+        for alias in wanted:
+            if alias not in signature.outputs:
+                raise InvalidArgument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to "
+                    f"be in the set {{{','.join(sorted(signature.outputs))}}}.")
+            if alias in seen:
+                raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+        fetches = {alias: signature.outputs[alias].name for alias in wanted}
+        if self._closed:
+            raise error_for_code(14, "the version is being unloaded")  # UNAVAILABLE
+        try:
+            return self._session.run(fetches, feeds)
+        except tf.errors.OpError as e:
+            raise error_for_code(e.error_code, _clean(e.message)) from None
+
+    def replay_warmup(self) -> int:
+        """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does at load.
+
+        Returns:
+          How many requests were replayed (0 without a warmup file).
+
+        Raises:
+          LoadError: the file cannot be read, holds a non-Predict record, or a request fails.
+        """
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        try:
+            records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+                       for r in tf.data.TFRecordDataset(path)]
+        except Exception as e:  # corrupt record, unparsable proto
+            raise LoadError(f"cannot read the warmup file {path}: {_clean(str(e))}") from e
+        for count, log in enumerate(records, 1):
+            if log.WhichOneof("log_type") != "predict_log":
+                raise LoadError(f"warmup request {count} in {path} is not a Predict request "
+                                "(the local server replays Predict only)")
+            request = log.predict_log.request
+            try:
+                self.run(request.model_spec.signature_name,
+                         {k: tf.make_ndarray(v) for k, v in request.inputs.items()},
+                         request.output_filter)
+            except ServingError as e:
+                raise LoadError(f"warmup request {count} in {path} failed: {e}") from e
+        return len(records)
+
+    def close(self) -> None:
+        """Frees the session (in-flight runs finish first)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._session.close()
+
+
+def load_like_tf_serving(path: str) -> tuple[SessionModel, int]:
+    """Loads a version and replays its warmup file, as TF Serving does before serving it.
+
+    Args:
+      path: a SavedModel directory (one version).
+
+    Returns:
+      The loaded model and the number of warmup requests replayed.
+
+    Raises:
+      LoadError: the version would not become available in TF Serving.
+    """
+    model = SessionModel.load(path)
+    try:
+        return model, model.replay_warmup()
+    except LoadError:
+        model.close()
+        raise
+
+
+def _check_input_aliases(inputs: Mapping[str, Any],
+                         specs: Mapping[str, meta_graph_pb2.TensorInfo]) -> None:
+    if set(inputs) != set(specs):
+        extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
+        raise InvalidArgument(
+            f"input size does not match signature: {len(inputs)}!={len(specs)} "
+            f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(specs))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+
+
+def _to_array(alias: str, value: Any, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    try:
+        array = np.asarray(value, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"input {alias} must be {dtype.name}: {e}") from None
+    if dtype == tf.string and not all(isinstance(v, bytes) for v in array.ravel()):
+        raise InvalidArgument(f"input {alias} must be {dtype.name}: expected bytes")
+    shape = tf.TensorShape(info.tensor_shape)
+    if not shape.is_compatible_with(array.shape):
+        raise InvalidArgument(f"input {alias} has shape {list(array.shape)}, the signature "
+                              f"expects {shape}")
+    return array
+
+
+def _clean(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines()]
+    kept = [line for line in lines if line and not _GRAPH_NOISE.match(line)]
+    return " ".join(kept) or message
