@@ -1,4 +1,4 @@
-"""Trainer: model structure per phase, input_fn, weights handling, export signatures."""
+"""Trainer: model structure per phase, input_fn, weights handling (export: test_export.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import ALPHA, WEIGHTS, validation_photos
-from contract import features as F
 from trainer import model as M
 from trainer.data import input_fn
-from trainer.export import export_model
 from trainer.images import decode_and_resize, decode_batch
-from contract.interface import EXAMPLES_SIGNATURE, SERVING_SIGNATURE
 
 SIZE = 96  # small and fast; any size >= 32 works with the no-top weights
 
@@ -101,39 +98,6 @@ def test_decoding_is_shared_and_handles_formats():
     np.testing.assert_array_equal(batch[0], single)
     png = tf.io.encode_png(tf.cast(tf.round(single), tf.uint8)).numpy()
     assert decode_and_resize(tf.constant(png), SIZE).shape == (SIZE, SIZE, 3)
-
-
-def test_signatures_round_trip_raw_jpeg_bytes(binary_model, tmp_path):
-    export_dir = str(tmp_path / "model")
-    export_model(binary_model, ["cats", "dogs"], SIZE, export_dir)
-    loaded = tf.saved_model.load(export_dir)
-    assert set(loaded.signatures) == {SERVING_SIGNATURE, EXAMPLES_SIGNATURE}
-    photos = validation_photos()[:6]
-    data = [p.read_bytes() for p, _ in photos]
-
-    served = loaded.signatures[SERVING_SIGNATURE](images=tf.constant(data))
-    logits = binary_model(decode_batch(tf.constant(data), SIZE), training=False)
-    positive = tf.sigmoid(logits)[:, 0].numpy()
-    np.testing.assert_allclose(served["probabilities"][:, 1], positive, atol=1e-5)
-    np.testing.assert_allclose(tf.reduce_sum(served["probabilities"], 1), 1.0, atol=1e-6)
-    names = [n.decode() for n in served["class_name"].numpy()]
-    assert names == [["cats", "dogs"][i] for i in served["class_index"].numpy()]
-
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        F.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))}))
-        .SerializeToString() for d in data]
-    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(examples))
-    np.testing.assert_allclose(from_examples["positive_probability"], positive, atol=1e-5)
-    labels_asset = tmp_path / "model" / "assets" / "labels.txt"
-    assert labels_asset.read_text().split() == ["cats", "dogs"]
-
-
-def test_serving_rejects_non_image_bytes(binary_model, tmp_path):
-    export_dir = str(tmp_path / "model")
-    export_model(binary_model, ["cats", "dogs"], SIZE, export_dir)
-    serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        serve(images=tf.constant([b"definitely not an image"]))
 
 
 def test_model_config_round_trips(binary_model):
