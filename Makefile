@@ -4,11 +4,12 @@ IN_ENV := scripts/in-env
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint env help
+.PHONY: run test test-fast lint env help
 
 help:
 	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (pipeline/run_local.py)"
 	@echo "make test [PYTEST_ARGS=...]          the test suite (offline, on ../shared mini data)"
+	@echo "make test-fast                       the unit tests only (no pipeline run)"
 	@echo "make lint                            ruff"
 	@echo "make env                             build the environment only"
 
@@ -21,6 +22,9 @@ run:
 test:
 	$(IN_ENV) ruff check .
 	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+
+test-fast:
+	$(IN_ENV) python -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 lint:
 	$(IN_ENV) ruff check .

@@ -23,9 +23,9 @@ from tfx.types.standard_artifacts import Examples, Model, ModelBlessing, ModelRu
 from tfx.utils import path_utils
 
 from contract import features as F
-from trainer.data import record_dataset
+from contract.artifacts import HISTORY_FILE
 from contract.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
-from trainer.task import HISTORY_FILE
+from trainer.data import record_dataset
 
 REPORT_HTML = "index.html"
 REPORT_JSON = "report.json"

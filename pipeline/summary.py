@@ -13,8 +13,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.ingest import REPORT_FILE, IngestResult
 from components.report import REPORT_HTML, RunReport
+from contract.artifacts import HISTORY_FILE
 from pipeline.config import PipelineConfig
-from trainer.task import HISTORY_FILE
 
 SUMMARY_FILE = "run_summary.json"
 

@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # as every entry point sets it
+import pytest
 
-import pytest  # noqa: E402
+import contract.keras_env  # noqa: F401  (before TensorFlow loads, as in every package)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
@@ -24,6 +24,13 @@ SMALL_WEIGHTS = (SHARED / "weights"
                  / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
 SMALL_ALPHA = 0.35
 SMALL_IMAGE_SIZE = 96
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need a pipeline run are end-to-end (`make test-fast` leaves them out)."""
+    for item in items:
+        if "pipeline_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from contract.artifacts import HISTORY_FILE
 from trainer import model as M
 from trainer.config import TrainingConfig
 from trainer.data import input_fn
@@ -18,7 +19,6 @@ from trainer.export import export_model
 from trainer.warmup import read_encoded_images, write_warmup_requests
 
 LOG = logging.getLogger("trainer")
-HISTORY_FILE = "history.json"
 CONFIG_KEY = "training"
 CLASSES_KEY = "classes"
 
