@@ -3,7 +3,7 @@
 
 def __getattr__(name: str):
     # TFX on Kubeflow imports custom artifact types by TYPE_NAME ("components.RunReport");
-    # lazily, so that importing components.ingest does not load TFX.
+    # lazily, so that importing ingestion does not load TFX.
     if name == "RunReport":
         from components.report import RunReport
 

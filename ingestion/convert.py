@@ -26,20 +26,21 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 import tensorflow as tf
 
-from pipeline.beam import beam_pipeline_args
 from contract import features as F
+from contract.artifacts import INGESTION_REPORT_FILE as REPORT_FILE
+from contract.labels import LABELS_FILE, format_labels
+from ingestion.beam_options import beam_pipeline_args
+from ingestion.settings import SplitSettings
 
-LOG = logging.getLogger("ingest")
+LOG = logging.getLogger("ingestion")
 
 # Bump when the conversion output changes, so old fingerprints are not reused.
 CONVERSION_VERSION = 1
-REPORT_FILE = "ingestion_report.json"
-LABELS_FILE = "labels.txt"
 COMPLETE_MARKER = "_COMPLETE"
 
 TRAIN_VALIDATION = "train_validation"
@@ -67,22 +68,6 @@ class ImageTree:
     classes: list[str]
     files: list[SourceFile]
     misplaced: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """How kept images are assigned to splits (part of the fingerprint)."""
-
-    eval_fraction: float = 0.1
-    test_fraction: float = 0.1
-    validation_test_fraction: float = 0.2
-    min_image_side: int = 32
-    num_shards: int = 2
-
-    @classmethod
-    def from_config(cls, cfg: object) -> SplitSettings:
-        """The same-named fields of a PipelineConfig."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -421,7 +406,7 @@ def convert_image_tree(root: str, tfrecords_dir: str, settings: SplitSettings | 
         report = json.load(f)
     check_accounting(tree, report)
     with tf.io.gfile.GFile(os.path.join(out_dir, LABELS_FILE), "w") as f:
-        f.write("\n".join(tree.classes) + "\n")
+        f.write(format_labels(tree.classes))
     with tf.io.gfile.GFile(os.path.join(out_dir, COMPLETE_MARKER), "w") as f:
         f.write(fp)
     LOG.info("converted in %.1fs: %s", time.monotonic() - started, summarize(report))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.interface import MODEL_NAME
+from ingestion.settings import DEFAULT_SPLIT
 from trainer.config import TrainingConfig
 
 # The TensorFlow "Transfer learning and fine-tuning" tutorial (the seed recipe).
@@ -25,7 +26,6 @@ SEED_FINE_TUNE_AT = 100
 SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
 SEED_DROPOUT = 0.2
 SEED_ROTATION = 0.2
-SEED_TEST_FRACTION = 0.2  # of the validation folder, moved to the test split
 SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 
 
@@ -51,17 +51,21 @@ class PipelineConfig:
 
     # Ingestion
     eval_fraction: float = _knob(
-        0.1, "Class-folder layout: fraction of images in the eval split (hash split)."
+        DEFAULT_SPLIT.eval_fraction,
+        "Class-folder layout: fraction of images in the eval split (hash split).",
     )
     test_fraction: float = _knob(
-        0.1, "Class-folder layout: fraction of images in the test split (hash split)."
+        DEFAULT_SPLIT.test_fraction,
+        "Class-folder layout: fraction of images in the test split (hash split).",
     )
     validation_test_fraction: float = _knob(
-        SEED_TEST_FRACTION,
+        DEFAULT_SPLIT.validation_test_fraction,
         "train/validation layout: fraction of the validation folder moved to the test split.",
     )
-    min_image_side: int = _knob(32, "Images with a side shorter than this are skipped.")
-    num_shards: int = _knob(2, "TFRecord shards per split.")
+    min_image_side: int = _knob(
+        DEFAULT_SPLIT.min_image_side, "Images with a side shorter than this are skipped."
+    )
+    num_shards: int = _knob(DEFAULT_SPLIT.num_shards, "TFRecord shards per split.")
 
     # Model
     base_weights: str = _knob(

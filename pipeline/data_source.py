@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pipeline.config import SEED_DATA_URL, PipelineConfig
 
 if TYPE_CHECKING:
-    from components.ingest import IngestResult
+    from ingestion.convert import IngestResult
 
 
 class DataSourceError(RuntimeError):
@@ -40,7 +40,7 @@ def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
 def ingest(cfg: PipelineConfig, beam_args: list[str]) -> IngestResult:
     """The runners' first step: cfg.data_dir (or the seed download) -> TFRecords in
     cfg.tfrecords_dir, reusing an unchanged earlier conversion; prints one line."""
-    from components.ingest import SplitSettings, convert_image_tree, summarize
+    from ingestion.convert import SplitSettings, convert_image_tree, summarize
 
     result = convert_image_tree(resolve_data_dir(cfg.data_dir), cfg.tfrecords_dir,
                                 SplitSettings.from_config(cfg), beam_args)

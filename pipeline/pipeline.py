@@ -82,7 +82,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
 def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str],
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
-    """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see components.ingest)."""
+    """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see ingestion)."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
         input_config=tfx.proto.Input(splits=[

@@ -28,7 +28,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 class ExamplesDirError(ValueError):
-    """--examples-dir is not a folder that components.ingest wrote."""
+    """--examples-dir is not a folder that ingestion wrote."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Container image every component runs in (built from Dockerfile).")
     kubeflow.add_argument("--examples-dir", default=None,
                           help="Converted TFRecords: a <tfrecords dir>/<fingerprint>/ folder "
-                               "written by components.ingest (train/ eval/ test/ labels.txt). "
+                               "written by ingestion (train/ eval/ test/ labels.txt). "
                                "Default: convert --data-dir now into OUTPUT_DIR/tfrecords.")
     kubeflow.add_argument("--pipeline-root", default=None,
                           help="Where the components' artifacts go (default: "
@@ -59,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_class_names(examples_dir: str) -> list[str]:
-    """Class names from the labels.txt that components.ingest writes beside the splits."""
+    """Class names from the labels.txt that ingestion writes beside the splits."""
     import tensorflow as tf
 
-    from components.ingest import LABELS_FILE
     from contract import features as F
+    from contract.labels import LABELS_FILE
 
     labels = os.path.join(examples_dir, LABELS_FILE)
     missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]
@@ -71,7 +71,7 @@ def read_class_names(examples_dir: str) -> list[str]:
     if missing:
         raise ExamplesDirError(
             f"{examples_dir!r} lacks {', '.join(missing)}: --examples-dir must be a "
-            "<tfrecords dir>/<fingerprint>/ folder written by components.ingest (or pass "
+            "<tfrecords dir>/<fingerprint>/ folder written by ingestion (or pass "
             "--data-dir to convert an image folder)")
     with tf.io.gfile.GFile(labels) as f:
         names = [line for line in f.read().splitlines() if line]
@@ -91,8 +91,8 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     import yaml
     from tfx import v1 as tfx
 
+    from ingestion.beam_options import beam_pipeline_args
     from pipeline import pipeline as definition
-    from pipeline.beam import beam_pipeline_args
 
     pipeline_root = pipeline_root or cfg.pipeline_root
     pipeline = definition.create_pipeline(
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
 
-    from components.ingest import IngestError
-    from pipeline.beam import beam_pipeline_args
+    from ingestion.beam_options import beam_pipeline_args
+    from ingestion.convert import IngestError
     from pipeline.data_source import DataSourceError, ingest
     from pipeline.run_local import configure_logging
 

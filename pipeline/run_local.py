@@ -62,7 +62,7 @@ class _ProgressOnly(logging.Filter):
 def configure_logging() -> None:
     """Progress lines (ingestion, components, training) without TFX's proto dumps."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    for name in ("ingest", "trainer"):
+    for name in ("ingestion", "trainer"):
         logging.getLogger(name).setLevel(logging.INFO)
     absl_logger = logging.getLogger("absl")
     absl_logger.setLevel(logging.INFO)
@@ -74,7 +74,7 @@ def run(cfg: PipelineConfig) -> dict:
     """Ingests, runs the pipeline with LocalDagRunner and returns the run summary."""
     from tfx import v1 as tfx
 
-    from pipeline.beam import beam_pipeline_args
+    from ingestion.beam_options import beam_pipeline_args
     from pipeline.data_source import ingest, resolve_data_dir
     from pipeline.pipeline import create_pipeline
     from pipeline.summary import collect_summary
@@ -103,7 +103,7 @@ def run(cfg: PipelineConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     configure_logging()
-    from components.ingest import IngestError
+    from ingestion.convert import IngestError
     from pipeline.data_source import DataSourceError
     from pipeline.summary import format_summary, write_summary
     from trainer.model import WeightsError

@@ -11,9 +11,9 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components.ingest import REPORT_FILE, IngestResult
 from components.report import REPORT_HTML, RunReport
 from contract.artifacts import HISTORY_FILE
+from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
 
 SUMMARY_FILE = "run_summary.json"

@@ -55,7 +55,7 @@ def mini_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mini_tfrecords(mini_copy: Path, tmp_path_factory: pytest.TempPathFactory):
     """The mini set converted once: an IngestResult."""
-    from components.ingest import convert_image_tree
+    from ingestion.convert import convert_image_tree
 
     return convert_image_tree(str(mini_copy), str(tmp_path_factory.mktemp("tfrecords")))
 

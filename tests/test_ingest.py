@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.ingest import (
+from contract import features as F
+from ingestion.convert import (
     COMPLETE_MARKER,
     REPORT_FILE,
     IngestError,
@@ -23,7 +24,6 @@ from components.ingest import (
     scan_image_tree,
 )
 from tests.conftest import MINI
-from contract import features as F
 
 
 def read_split(out_dir: str, split: str) -> list[tf.train.Example]:

@@ -26,13 +26,13 @@ from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types.artifact import Artifact
 from tfx.utils import import_utils
 
+from contract import features as F
+from ingestion.beam_options import beam_pipeline_args
 from pipeline import pipeline as definition
 from pipeline import run_kubeflow, run_local
-from pipeline.beam import beam_pipeline_args
 from pipeline.config import PipelineConfig, add_flags
 from tests.conftest import ALPHA, MINI, REPO, WEIGHTS
 from tests.conftest import run_local as run_local_cli
-from contract import features as F
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 IMAGE = "registry.example.com/ml/tfx-image-transfer:test"
@@ -49,7 +49,7 @@ PROJECT_PACKAGES = set(tomllib.loads((REPO / "pyproject.toml").read_text())["too
 
 
 def fake_examples_dir(root: Path, classes: list[str]) -> Path:
-    """What components.ingest writes, minus the TFRecords (compiling does not read them)."""
+    """What ingestion writes, minus the TFRecords (compiling does not read them)."""
     for split in F.SPLITS:
         (root / split).mkdir(parents=True)
     (root / "labels.txt").write_text("\n".join(classes) + "\n")

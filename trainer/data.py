@@ -34,7 +34,7 @@ def list_files(patterns: list[str] | str) -> list[str]:
 
 def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
     """Serialized tf.Examples of the matching files (gzipped when named *.gz, as ExampleGen
-    writes them; plain as components.ingest writes them)."""
+    writes them; plain as ingestion writes them)."""
     files = list_files(file_patterns)
     return tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz")
                                    else "", num_parallel_reads=tf.data.AUTOTUNE)

@@ -1,0 +1,7 @@
+"""`python -m ingestion`: convert an image folder (e.g. as a standalone Beam job on Dataflow)."""
+
+import sys
+
+from ingestion.convert import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""Ingestion's settings, in a module without Beam or TensorFlow so that flag parsing is light."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How kept images are assigned to splits (part of the fingerprint).
+
+    The defaults here are the only ones: the pipeline's flags take theirs from this class.
+    """
+
+    eval_fraction: float = 0.1
+    test_fraction: float = 0.1
+    validation_test_fraction: float = 0.2  # the seed recipe moves 20% of validation/ to test
+    min_image_side: int = 32
+    num_shards: int = 2
+
+    @classmethod
+    def from_config(cls, cfg: object) -> SplitSettings:
+        """The same-named fields of a PipelineConfig."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+
+DEFAULT_SPLIT = SplitSettings()
