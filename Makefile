@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .PHONY: run test test-fast lint env help
 
 help:
-	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (pipeline/run_local.py)"
+	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (tfx-image-transfer, pipeline/run_local.py)"
 	@echo "make test [PYTEST_ARGS=...]          the test suite (offline, on ../shared mini data)"
 	@echo "make test-fast                       the unit tests only (no pipeline run)"
 	@echo "make lint                            ruff"
@@ -17,7 +17,7 @@ env:
 	$(IN_ENV) python -c "import tfx, tensorflow, keras; print('tfx', tfx.__version__, 'tf', tensorflow.__version__, 'keras', keras.__version__)"
 
 run:
-	$(IN_ENV) python pipeline/run_local.py $(ARGS)
+	$(IN_ENV) tfx-image-transfer $(ARGS)
 
 test:
 	$(IN_ENV) ruff check .

@@ -1,27 +1,20 @@
 """Run the pipeline locally (LocalDagRunner): images -> TFRecords -> ... -> TF Serving dir.
 
-    python pipeline/run_local.py --data-dir ../shared/data/cats_vs_dogs \
+    tfx-image-transfer --data-dir ../shared/data/cats_vs_dogs \
         --base-weights ../shared/weights/<file>.h5 --alpha 0.5
+
+(`python -m pipeline.run_local` is the same command.)
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import dataclasses
+import logging
+import sys
+import time
 
-# Explicit before TensorFlow loads: which Keras `tf.keras` means must not depend on import
-# order (importing tfx sets it when unset). Project code imports Keras 3 as `keras`.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline.config import (  # noqa: E402
+from pipeline.config import (
     PipelineConfig,
     absolute,
     add_flags,

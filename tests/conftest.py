@@ -60,7 +60,6 @@ def mini_tfrecords(mini_copy: Path, tmp_path_factory: pytest.TempPathFactory):
     return convert_image_tree(str(mini_copy), str(tmp_path_factory.mktemp("tfrecords")))
 
 
-RUN_LOCAL = str(REPO / "pipeline" / "run_local.py")
 # Enough signal in one epoch per phase on 80 photos: smaller batches and a larger phase-1 step
 # than the seed's 32 / 1e-4 (the defaults), phase 2 at the seed's 1e-5, and half of
 # validation/ as the test split (20 photos).
@@ -72,9 +71,10 @@ MODEL_NAME = "image_classifier"
 
 
 def run_local(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Runs pipeline/run_local.py as a user would, in a subprocess."""
-    return subprocess.run([sys.executable, RUN_LOCAL, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    """Runs the local runner (the `tfx-image-transfer` command) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pipeline.run_local", *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 @dataclass
