@@ -23,5 +23,12 @@ IMAGE_FORMATS = "JPEG, PNG, GIF or BMP"
 
 
 def image_format(data: bytes) -> str | None:
-    """"jpeg", "png", "gif" or "bmp" by the leading bytes, else None."""
+    """"jpeg", "png", "gif" or "bmp" by the leading bytes, else None.
+
+    Args:
+      data: the file's bytes; only the first few are looked at.
+
+    Returns:
+      The format name, or None if the bytes match none of IMAGE_FORMATS.
+    """
     return next((name for magic, name in _MAGIC if data.startswith(magic)), None)

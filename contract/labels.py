@@ -18,6 +18,9 @@ def format_labels(class_names: Sequence[str]) -> str:
 
     Returns:
       One name per line, newline-terminated.
+
+    Raises:
+      ValueError: a name is empty or holds a line break.
     """
     bad = [n for n in class_names if not n or "\n" in n or "\r" in n]
     if bad:

@@ -10,7 +10,14 @@ FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
 def beam_pipeline_args(workers: int = 1) -> list[str]:
-    """Arguments for an in-memory Beam pipeline with `workers` worker threads."""
+    """Arguments for an in-memory Beam pipeline with `workers` worker threads.
+
+    Args:
+      workers: the number of worker threads of the FnApiRunner.
+
+    Returns:
+      Beam pipeline arguments (`--flag=value` strings).
+    """
     return [
         f"--runner={FN_API_RUNNER}",
         "--direct_running_mode=in_memory",

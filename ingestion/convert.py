@@ -104,7 +104,18 @@ def _class_dirs(folder: str) -> list[str]:
 
 
 def scan_image_tree(root: str) -> ImageTree:
-    """Finds the layout, the classes and every file under root (raises IngestError if unusable)."""
+    """Finds the layout, the classes and every file under root (raises IngestError if unusable).
+
+    Args:
+      root: the image folder (local path or a tf.io.gfile URL).
+
+    Returns:
+      The scan: candidate images per class and the files outside the class folders.
+
+    Raises:
+      IngestError: root is missing, has neither layout, has fewer than two classes, a
+        validation/ class that train/ lacks, or no files in its class folders.
+    """
     if not tf.io.gfile.isdir(root):
         raise IngestError(f"image folder {root!r} does not exist or is not a directory")
     top = _class_dirs(root)
@@ -157,7 +168,15 @@ def _sha256_file(path: str) -> str:
 
 
 def fingerprint(tree: ImageTree, settings: SplitSettings) -> str:
-    """Content fingerprint of the input (paths, labels, bytes) and the conversion settings."""
+    """Content fingerprint of the input (paths, labels, bytes) and the conversion settings.
+
+    Args:
+      tree: the scan of the image folder; every file in it is read and hashed.
+      settings: the split settings, part of the fingerprint.
+
+    Returns:
+      The first 16 hex digits of a SHA-256.
+    """
     h = hashlib.sha256()
     h.update(json.dumps({"version": CONVERSION_VERSION, "layout": tree.layout,
                          "classes": tree.classes, "settings": asdict(settings)}).encode())
@@ -182,7 +201,15 @@ def fingerprint(tree: ImageTree, settings: SplitSettings) -> str:
 
 
 def inspect_image(data: bytes, min_side: int) -> tuple[dict | None, str | None]:
-    """Decodes once to validate: returns (info, None) or (None, skip reason)."""
+    """Decodes once to validate: returns (info, None) or (None, skip reason).
+
+    Args:
+      data: the file's bytes.
+      min_side: the smallest allowed height and width, in pixels.
+
+    Returns:
+      ({"format", "height", "width"}, None) for a usable image, else (None, the skip reason).
+    """
     if not data:
         return None, "empty file"
     fmt = F.image_format(data)
@@ -209,6 +236,7 @@ class DecodeAndValidate(beam.DoFn):
         self._seen = 0
 
     def process(self, source: SourceFile) -> Iterator:
+        """Yields the record of a decodable file, or (path, reason) on the skipped output."""
         self._seen += 1
         if self._seen % 250 == 0:
             LOG.info("decoded %d/%d files (this worker)", self._seen, self._total)
@@ -232,7 +260,14 @@ _ORIGIN_PRIORITY = {"train": 0, "all": 0, "validation": 1}
 
 
 def keep_first_copy(item: tuple[str, Iterable[dict]]) -> Iterator:
-    """Of records with identical content keeps one (train copy first, then by path)."""
+    """Of records with identical content keeps one (train copy first, then by path).
+
+    Args:
+      item: (sha256, the decoded records with that content), as GroupByKey emits it.
+
+    Yields:
+      The kept record, then (path, reason) on the skipped output for each other copy.
+    """
     _, records = item
     records = sorted(records, key=lambda r: (_ORIGIN_PRIORITY[r["source"].origin],
                                              r["source"].path))
@@ -247,7 +282,15 @@ def keep_first_copy(item: tuple[str, Iterable[dict]]) -> Iterator:
 
 def assign_splits(item: tuple[tuple[str, int], Iterable[dict]],
                   settings: SplitSettings) -> Iterator[tuple[str, dict]]:
-    """Deterministic, per-class split: records ordered by content hash, cut at the fractions."""
+    """Deterministic, per-class split: records ordered by content hash, cut at the fractions.
+
+    Args:
+      item: ((origin, class index), the records of that class from that folder).
+      settings: the split fractions.
+
+    Yields:
+      (split name, record) for each record.
+    """
     (origin, _), records = item
     records = sorted(records, key=lambda r: r["sha256"])
     n = len(records)
@@ -267,12 +310,22 @@ def assign_splits(item: tuple[tuple[str, int], Iterable[dict]],
 
 
 def to_example(record: dict) -> bytes:
-    """The serialized tf.Example of one kept image (format in contract/features.py)."""
+    """The serialized tf.Example of one kept image (format in contract/features.py).
+
+    Args:
+      record: a record from DecodeAndValidate (source, data, sha256, label_name, format,
+        height, width).
+
+    Returns:
+      The serialized tf.Example.
+    """
     def b(v: str | bytes) -> tf.train.Feature:
+        """A bytes feature of one value (str is UTF-8 encoded)."""
         v = v.encode() if isinstance(v, str) else v
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
     def i(v: int) -> tf.train.Feature:
+        """An int64 feature of one value."""
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
     source = record["source"]
@@ -290,7 +343,16 @@ def to_example(record: dict) -> bytes:
 
 
 def build_report(tree: ImageTree, fp: str, outcomes: list[dict]) -> dict:
-    """The ingestion report: one entry per input file, and counts per split/class/reason."""
+    """The ingestion report: one entry per input file, and counts per split/class/reason.
+
+    Args:
+      tree: the scan of the image folder.
+      fp: the input's fingerprint.
+      outcomes: one {"path", "status", ...} per input file, written or skipped.
+
+    Returns:
+      The report, as written to ingestion_report.json.
+    """
     counts: dict[str, Counter] = defaultdict(Counter)
     skipped: Counter = Counter()
     for o in outcomes:
@@ -330,6 +392,7 @@ class _WriteReport(beam.DoFn):
         self._tree, self._fp, self._out_dir = tree, fp, out_dir
 
     def process(self, outcomes: list[dict]) -> Iterator[dict]:
+        """Writes the report of all outcomes to the output folder and yields it."""
         report = build_report(self._tree, self._fp, outcomes)
         with tf.io.gfile.GFile(os.path.join(self._out_dir, REPORT_FILE), "w") as f:
             json.dump(report, f, indent=1)
@@ -338,7 +401,15 @@ class _WriteReport(beam.DoFn):
 
 def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings, fp: str,
                      out_dir: str) -> None:
-    """Adds the conversion to a Beam pipeline: decode, dedupe, split, write, report."""
+    """Adds the conversion to a Beam pipeline: decode, dedupe, split, write, report.
+
+    Args:
+      p: the pipeline to add the transforms to.
+      tree: the scan of the image folder.
+      settings: the split, size and sharding settings.
+      fp: the input's fingerprint, recorded in the report.
+      out_dir: where the split folders and the report are written.
+    """
     decoded = (
         p
         | "ListFiles" >> beam.Create(tree.files)
@@ -383,7 +454,21 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
 
 def convert_image_tree(root: str, tfrecords_dir: str, settings: SplitSettings | None = None,
                        beam_args: list[str] | None = None) -> IngestResult:
-    """Converts root into <tfrecords_dir>/<fingerprint>/ unless that conversion already exists."""
+    """Converts root into <tfrecords_dir>/<fingerprint>/ unless that conversion already exists.
+
+    Args:
+      root: the image folder.
+      tfrecords_dir: the parent folder of the conversions.
+      settings: the split settings; the defaults when None.
+      beam_args: Beam pipeline arguments; an in-memory local runner when None.
+
+    Returns:
+      The output folder, the report, whether it was reused, and the wall time.
+
+    Raises:
+      IngestError: the image folder cannot be converted.
+      RuntimeError: the report does not account for every input file once.
+    """
     settings = settings or SplitSettings()
     root = os.path.abspath(root) if "://" not in root else root
     started = time.monotonic()
@@ -414,7 +499,15 @@ def convert_image_tree(root: str, tfrecords_dir: str, settings: SplitSettings | 
 
 
 def check_accounting(tree: ImageTree, report: dict) -> None:
-    """Every input file appears exactly once in the report (raises if not)."""
+    """Every input file appears exactly once in the report (raises if not).
+
+    Args:
+      tree: the scan of the image folder.
+      report: the ingestion report written by the conversion.
+
+    Raises:
+      RuntimeError: the report's paths are not exactly the scanned files, each once.
+    """
     listed = sorted([f.path for f in tree.files] + [p for p, _ in tree.misplaced])
     reported = sorted(o["path"] for o in report["files"])
     if listed != reported:
@@ -425,7 +518,14 @@ def check_accounting(tree: ImageTree, report: dict) -> None:
 
 
 def summarize(report: dict) -> str:
-    """One line: written per split and skipped per reason."""
+    """One line: written per split and skipped per reason.
+
+    Args:
+      report: an ingestion report.
+
+    Returns:
+      The summary line.
+    """
     splits = ", ".join(f"{s} {n}" for s, n in report["per_split_total"].items())
     text = f"{report['written']} written ({splits}), {report['skipped']} skipped"
     if report["skipped_by_reason"]:
@@ -434,7 +534,14 @@ def summarize(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: convert an image folder (e.g. as a standalone Beam job on Dataflow)."""
+    """CLI: convert an image folder (e.g. as a standalone Beam job on Dataflow).
+
+    Args:
+      argv: --data-dir, --output-dir and any Beam pipeline arguments; sys.argv[1:] when None.
+
+    Returns:
+      The exit status: 0, or 2 when the image folder cannot be converted.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--output-dir", required=True, help="TFRecords parent folder")

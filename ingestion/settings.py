@@ -20,7 +20,14 @@ class SplitSettings:
 
     @classmethod
     def from_config(cls, cfg: object) -> SplitSettings:
-        """The same-named fields of a PipelineConfig."""
+        """The same-named fields of a PipelineConfig.
+
+        Args:
+          cfg: any object with an attribute per field of this class (a PipelineConfig).
+
+        Returns:
+          The SplitSettings.
+        """
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 

@@ -33,7 +33,11 @@ class TrainingConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """The knob names, in declaration order (the keys of `to_dict`)."""
+        """The knob names, in declaration order (the keys of `to_dict`).
+
+        Returns:
+          The field names.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
@@ -45,6 +49,9 @@ class TrainingConfig:
 
         Returns:
           The TrainingConfig.
+
+        Raises:
+          ValueError: `values` has keys that are not knobs.
         """
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
@@ -52,5 +59,9 @@ class TrainingConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The knobs as JSON-serialisable values."""
+        """The knobs as JSON-serialisable values.
+
+        Returns:
+          Every knob by name.
+        """
         return dataclasses.asdict(self)

@@ -24,7 +24,17 @@ def image_feature_spec(with_label: bool = False) -> dict[str, tf.io.FixedLenFeat
 
 
 def list_files(patterns: list[str] | str) -> list[str]:
-    """Expands file patterns (TFX passes `<split dir>/*`) into a sorted file list."""
+    """Expands file patterns (TFX passes `<split dir>/*`) into a sorted file list.
+
+    Args:
+      patterns: one glob pattern or a list of them.
+
+    Returns:
+      The matching file paths, sorted.
+
+    Raises:
+      FileNotFoundError: no file matches.
+    """
     patterns = [patterns] if isinstance(patterns, str) else patterns
     files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
     if not files:
@@ -34,7 +44,17 @@ def list_files(patterns: list[str] | str) -> list[str]:
 
 def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
     """Serialized tf.Examples of the matching files (gzipped when named *.gz, as ExampleGen
-    writes them; plain as ingestion writes them)."""
+    writes them; plain as ingestion writes them).
+
+    Args:
+      file_patterns: one glob pattern or a list of them.
+
+    Returns:
+      A dataset of scalar strings, one per record.
+
+    Raises:
+      FileNotFoundError: no file matches.
+    """
     files = list_files(file_patterns)
     return tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(".gz")
                                    else "", num_parallel_reads=tf.data.AUTOTUNE)
@@ -46,9 +66,21 @@ def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
 
     Decoded images are cached in memory after the first epoch; training data is reshuffled
     every epoch. Augmentation happens inside the model, so the cache holds plain images.
+
+    Args:
+      file_patterns: TFRecord files of tf.Examples: one glob pattern or a list of them.
+      image_size: the side S images are resized to, in pixels.
+      batch_size: the batch size B (the last batch may be smaller).
+      training: shuffle every epoch.
+      shuffle_buffer: the shuffle buffer size, in examples (training only).
+      seed: the shuffle seed (training only).
+
+    Returns:
+      The batched, prefetched dataset.
     """
 
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One serialized tf.Example -> (float32 image [S, S, 3], int64 label)."""
         parsed = tf.io.parse_single_example(serialized, image_feature_spec(with_label=True))
         return decode_and_resize(parsed[F.IMAGE_KEY], image_size), parsed[F.LABEL_KEY]
 

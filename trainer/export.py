@@ -68,6 +68,7 @@ def export_model(model: keras.Model, class_names: list[str], image_size: int,
         table = _label_table(labels_path)
 
         def predict(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+            """Encoded images (string [N]) -> probabilities, class index and class name."""
             logits = model(decode_batch(encoded, image_size), training=False)
             if binary:
                 positive = tf.sigmoid(logits)[:, 0]
@@ -79,9 +80,11 @@ def export_model(model: keras.Model, class_names: list[str], image_size: int,
                     CLASS_NAME: table.lookup(index)}
 
         def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            """The serving_default signature: encoded images -> predict's outputs."""
             return predict(images)
 
         def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            """from_examples: serialized tf.Examples -> predict's outputs + positive_probability."""
             parsed = tf.io.parse_example(examples, image_feature_spec())
             outputs = predict(parsed[F.IMAGE_KEY])
             if binary:

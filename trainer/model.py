@@ -28,16 +28,20 @@ class InferenceMode(keras.layers.Layer):
         self.inner = inner
 
     def call(self, inputs):
+        """The wrapped model's output for inputs, always in inference mode."""
         return self.inner(inputs, training=False)
 
     def compute_output_shape(self, input_shape):
+        """The wrapped model's output shape."""
         return self.inner.compute_output_shape(input_shape)
 
     def get_config(self) -> dict:
+        """The layer's config with the wrapped model serialized under "inner"."""
         return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner)}
 
     @classmethod
     def from_config(cls, config: dict) -> InferenceMode:
+        """The layer from get_config's output."""
         inner = keras.saving.deserialize_keras_object(config.pop("inner"))
         return cls(inner, **config)
 
@@ -47,7 +51,20 @@ class WeightsError(RuntimeError):
 
 
 def build_base(image_size: int, alpha: float, base_weights: str) -> keras.Model:
-    """MobileNetV2 without its top, frozen, with weights from imagenet, a local .h5, or none."""
+    """MobileNetV2 without its top, frozen, with weights from imagenet, a local .h5, or none.
+
+    Args:
+      image_size: the input side, in pixels (input shape [image_size, image_size, 3]).
+      alpha: MobileNetV2's width multiplier; must match a weights file's.
+      base_weights: "imagenet" (downloaded), "none" (random), or the path of a no-top .h5.
+
+    Returns:
+      The frozen base, named mobilenetv2_base.
+
+    Raises:
+      WeightsError: the weights cannot be downloaded, the file is missing, or it does not
+        load into this MobileNetV2.
+    """
     shape = (image_size, image_size, 3)
     if base_weights == NO_WEIGHTS:
         weights = None
@@ -84,6 +101,23 @@ def build_model(num_classes: int, image_size: int = 160, alpha: float = 1.0,
 
     Augmentation and MobileNetV2's rescaling to [-1, 1] are layers of the model, so serving
     feeds the same [0, 255] images the training input does.
+
+    Args:
+      num_classes: the number of classes, at least two.
+      image_size: the input side, in pixels.
+      alpha: MobileNetV2's width multiplier.
+      base_weights: "imagenet", "none", or the path of a MobileNetV2 no-top .h5.
+      dropout: the dropout rate before the logits layer.
+      rotation: the random rotation range, as a fraction of a full turn; 0 disables it.
+      horizontal_flip: randomly flip images horizontally in training.
+      seed: the seed of the augmentation and dropout layers.
+
+    Returns:
+      The uncompiled model, its base frozen.
+
+    Raises:
+      ValueError: num_classes is below two.
+      WeightsError: the base weights cannot be loaded.
     """
     if num_classes < 2:
         raise ValueError("need at least two classes")
@@ -104,16 +138,36 @@ def build_model(num_classes: int, image_size: int = 160, alpha: float = 1.0,
 
 
 def base_of(model: keras.Model) -> keras.Model:
-    """The MobileNetV2 base inside the model."""
+    """The MobileNetV2 base inside the model.
+
+    Args:
+      model: a model from build_model.
+
+    Returns:
+      The base model wrapped by its InferenceMode layer.
+    """
     return model.get_layer(WRAPPER_NAME).inner
 
 
 def is_binary(model: keras.Model) -> bool:
+    """Whether the model has the two-class head (a single logit).
+
+    Args:
+      model: a model from build_model.
+
+    Returns:
+      True for one output logit, else False.
+    """
     return model.output_shape[-1] == 1
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-    """Logit losses and an accuracy metric named `accuracy` for either head."""
+    """Logit losses and an accuracy metric named `accuracy` for either head.
+
+    Args:
+      model: a model from build_model; compiled in place.
+      optimizer: the optimizer to compile with.
+    """
     if is_binary(model):
         loss = keras.losses.BinaryCrossentropy(from_logits=True)
         accuracy = keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")
@@ -124,7 +178,12 @@ def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> 
 
 
 def unfreeze_top(model: keras.Model, fine_tune_at: int) -> None:
-    """Phase 2: the base trains from layer `fine_tune_at` on; the layers below stay frozen."""
+    """Phase 2: the base trains from layer `fine_tune_at` on; the layers below stay frozen.
+
+    Args:
+      model: a model from build_model; changed in place (recompile it afterwards).
+      fine_tune_at: the index of the first trainable layer of the base.
+    """
     base = base_of(model)
     base.trainable = True
     for layer in base.layers[:fine_tune_at]:

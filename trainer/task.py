@@ -31,7 +31,19 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
                      class_names: list[str], cfg: TrainingConfig, export_dir: str,
                      log_dir: str) -> dict[str, Any]:
     """Runs both phases of the seed recipe, writes history.json and TensorBoard logs to log_dir,
-    exports the SavedModel to export_dir, and returns the history."""
+    exports the SavedModel to export_dir, and returns the history.
+
+    Args:
+      train_files: training TFRecord files of tf.Examples: a glob pattern or a list of them.
+      eval_files: evaluation TFRecord files, likewise.
+      class_names: the class names by index.
+      cfg: the model, training and export knobs.
+      export_dir: where the SavedModel (with its warmup file) is written.
+      log_dir: where history.json and the TensorBoard logs are written.
+
+    Returns:
+      {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0.
+    """
     keras.utils.set_random_seed(cfg.seed)
     model = M.build_model(len(class_names), cfg.image_size, cfg.alpha, cfg.base_weights,
                           cfg.dropout, cfg.rotation, cfg.horizontal_flip, cfg.seed)
@@ -79,7 +91,12 @@ def _phase_record(metrics: dict[str, list[float]], model: keras.Model,
 
 
 def run_fn(fn_args: Any) -> None:
-    """TFX Trainer entry point (GenericExecutor)."""
+    """TFX Trainer entry point (GenericExecutor).
+
+    Args:
+      fn_args: the Trainer's FnArgs; custom_config holds "training" (the TrainingConfig's
+        knobs) and "classes" (the class names by index).
+    """
     custom = fn_args.custom_config or {}
     cfg = TrainingConfig.from_dict(custom[CONFIG_KEY])
     train_and_export(fn_args.train_files, fn_args.eval_files, list(custom[CLASSES_KEY]), cfg,

@@ -35,6 +35,9 @@ def write_warmup_requests(export_dir: str, encoded_images: Sequence[bytes],
 
     Returns:
       The path of the written file.
+
+    Raises:
+      ValueError: encoded_images is empty.
     """
     if not encoded_images:
         raise ValueError("warmup needs at least one encoded image")
