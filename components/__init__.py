@@ -1,4 +1,5 @@
-"""Pipeline pieces beyond the standard TFX components: ingestion, gates, report, pusher."""
+"""Pipeline pieces beyond the standard TFX components: the data gate, the serving check,
+the idempotent pusher and the run report."""
 
 
 def __getattr__(name: str):

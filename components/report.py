@@ -19,9 +19,10 @@ import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.artifact import Artifact
-from tfx.types.standard_artifacts import Examples, Model, ModelBlessing, ModelRun
+from tfx.types.standard_artifacts import Examples, InfraBlessing, Model, ModelBlessing, ModelRun
 from tfx.utils import path_utils
 
+from components.serving_check import blessing_entry, describe
 from contract import features as F
 from contract.artifacts import HISTORY_FILE
 from contract.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
@@ -164,8 +165,13 @@ def write_html(out_dir: str, numbers: dict) -> str:
 
 
 def build_report(examples_uri: str, model_dir: str, history: dict, blessed: bool | None,
-                 out_dir: str, num_samples: int = 16) -> dict:
-    """Writes the pictures, report.json and index.html into out_dir; returns the numbers."""
+                 out_dir: str, num_samples: int = 16,
+                 serving_check: dict | None = None) -> dict:
+    """Writes the pictures, report.json and index.html into out_dir; returns the numbers.
+
+    `serving_check` is the check's `blessing_entry` (None: no check ran); the page says
+    whether TF Serving would serve the model, and if not, why.
+    """
     tf.io.gfile.makedirs(out_dir)
     images, labels, paths = read_split(examples_uri, "test")
     probabilities, classes = predict(model_dir, images)
@@ -181,7 +187,8 @@ def build_report(examples_uri: str, model_dir: str, history: dict, blessed: bool
         "summary": {"classes": ", ".join(classes), "test images": len(labels),
                     "test accuracy (served model)": round(float(np.mean(predicted == labels)), 4),
                     **{f"{p} validation accuracy": round(v, 4) for p, v in last.items()},
-                    "blessed": blessed},
+                    "blessed": blessed,
+                    "serving check": describe(serving_check)},
         "confusion_matrix": matrix.tolist(),
         "misclassified": [{"path": p, "true": classes[t], "predicted": classes[q]}
                           for p, t, q in zip(paths, labels, predicted, strict=True) if t != q],
@@ -198,12 +205,14 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
     model: InputArtifact[Model],
     model_run: InputArtifact[ModelRun],
     blessing: InputArtifact[ModelBlessing],
+    serving_check: InputArtifact[InfraBlessing],
     report: OutputArtifact[RunReport],
     num_samples: Parameter[int] = 16,
 ) -> None:
-    """Pictures (samples, learning curves, confusion matrix) and an HTML page for the run."""
+    """Pictures (samples, learning curves, confusion matrix) and an HTML page for the run;
+    `serving_check` is the blessing of the ServingCheck (or InfraValidator)."""
     with tf.io.gfile.GFile(os.path.join(model_run.uri, HISTORY_FILE)) as f:
         history = json.load(f)
     blessed = bool(blessing.get_int_custom_property("blessed"))
     build_report(examples.uri, path_utils.serving_model_path(model.uri), history, blessed,
-                 report.uri, num_samples)
+                 report.uri, num_samples, blessing_entry(serving_check))

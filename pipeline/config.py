@@ -27,6 +27,14 @@ SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning r
 SEED_DROPOUT = 0.2
 SEED_ROTATION = 0.2
 SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+# The one TF Serving image: serving/docker-compose.yml serves with it, and the Kubeflow serving
+# check (run_kubeflow.py --serving-check kubernetes) validates with it. Its version is the
+# tensorflow-serving-api client's in the lock file.
+TF_SERVING_IMAGE = "tensorflow/serving:2.19.1"
+# What blesses a model as servable before the push (both give the Pusher an InfraBlessing):
+SESSION_CHECK = "session"  # ServingCheck: TF Serving's session loader, in the component
+KUBERNETES_CHECK = "kubernetes"  # TFX's InfraValidator: TF_SERVING_IMAGE in a pod (Kubeflow)
+SERVING_CHECKS = (SESSION_CHECK, KUBERNETES_CHECK)
 
 
 def _knob(default: Any, help: str, **flag: Any) -> Any:

@@ -8,18 +8,49 @@ from pathlib import Path
 import tensorflow_data_validation as tfdv
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_component, executor_spec
 
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
+from components.serving_check import (
+    CHECK_EXAMPLES,
+    CHECK_SPLIT,
+    KubeflowInfraValidator,
+    ServingCheck,
+)
 from contract import features as F
 from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
-from pipeline.config import PipelineConfig
+from pipeline.config import (
+    KUBERNETES_CHECK,
+    SERVING_CHECKS,
+    SESSION_CHECK,
+    TF_SERVING_IMAGE,
+    PipelineConfig,
+)
 from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 RUN_FN = "trainer.task.run_fn"
 CODE_FINGERPRINT_KEY = "code_fingerprint"
+ACCURACY = "accuracy"
+# InfraValidator: an image pull and a model load per try; a model that fails fails each try.
+INFRA_VALIDATION = tfx.proto.ValidationSpec(max_loading_time_seconds=600, num_tries=3)
+
+
+def source_fingerprint(*patterns: str) -> str:
+    """Hash of the repository's files matching the glob patterns (paths and contents).
+
+    Args:
+      patterns: globs relative to the repository root, e.g. "trainer/*.py".
+
+    Returns:
+      16 hex digits.
+    """
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted({p for pattern in patterns for p in root.glob(pattern)}):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def trainer_code_fingerprint() -> str:
@@ -29,13 +60,14 @@ def trainer_code_fingerprint() -> str:
     passing this hash in custom_config makes a changed trainer retrain instead of reusing a
     stale cached model.
     """
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted([*(root / "trainer").glob("*.py"), *(root / "contract").glob("*.py")]):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
-ACCURACY = "accuracy"
+    return source_fingerprint("trainer/*.py", "contract/*.py")
 
+
+def serving_check_fingerprint() -> str:
+    """Hash of the serving check's sources (the check and the TF-Serving-style loader), for
+    the same reason: a changed loader checks a cached model again."""
+    return source_fingerprint("components/serving_check.py", "serving/server/loader.py",
+                              "serving/errors.py")
 
 
 def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
@@ -79,10 +111,51 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
         metrics_specs=specs)
 
 
+def serving_check_component(mode: str, model: tfx.dsl.Channel, examples: tfx.dsl.Channel,
+                            model_name: str) -> base_component.BaseComponent:
+    """The step that blesses a servable model: an InfraBlessing under outputs["blessing"].
+
+    Args:
+      mode: SESSION_CHECK (ServingCheck, any runner) or KUBERNETES_CHECK (TFX's InfraValidator
+        starting TF_SERVING_IMAGE in a pod; Kubeflow Pipelines only).
+      model: the Trainer's model channel.
+      examples: the Examples channel; requests come from its test split.
+      model_name: the model name the model server serves it under (InfraValidator).
+
+    Returns:
+      The component, with id "ServingCheck" or "InfraValidator".
+    """
+    if mode == SESSION_CHECK:
+        return ServingCheck(model=model, examples=examples, num_examples=CHECK_EXAMPLES,
+                            code_fingerprint=serving_check_fingerprint()).with_id("ServingCheck")
+    if mode != KUBERNETES_CHECK:
+        raise ValueError(f"unknown serving check {mode!r}; one of {', '.join(SERVING_CHECKS)}")
+    image_name, tag = TF_SERVING_IMAGE.rsplit(":", 1)
+    return KubeflowInfraValidator(
+        model=model,
+        examples=examples,
+        serving_spec=tfx.proto.ServingSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServing(image_name=image_name, tags=[tag]),
+            kubernetes=tfx.proto.KubernetesConfig(),
+            model_name=model_name),
+        validation_spec=INFRA_VALIDATION,
+        # LOAD_AND_QUERY: real Predict requests on from_examples, one test example each.
+        request_spec=tfx.proto.RequestSpec(
+            tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
+                signature_names=[EXAMPLES_SIGNATURE]),
+            split_name=CHECK_SPLIT, num_examples=CHECK_EXAMPLES),
+    ).with_id("InfraValidator")
+
+
 def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str],
                     metadata_path: str | None = None,
-                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
-    """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see ingestion)."""
+                    beam_pipeline_args: list[str] | None = None,
+                    serving_check: str = SESSION_CHECK) -> tfx.dsl.Pipeline:
+    """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see ingestion).
+
+    `serving_check` picks the step whose InfraBlessing gates the push beside the Evaluator's
+    blessing (see `serving_check_component`).
+    """
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
         input_config=tfx.proto.Input(splits=[
@@ -117,9 +190,12 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         baseline_model=baseline_nodes[0].outputs["model"] if baseline_nodes else None,
         eval_config=eval_config(cfg, len(class_names)),
         example_splits=["test"])
+    check = serving_check_component(serving_check, trainer.outputs["model"],
+                                    example_gen.outputs["examples"], cfg.model_name)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=cfg.serving_model_dir)),
@@ -128,10 +204,11 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
     report = RunReportGen(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         model_run=trainer.outputs["model_run"], blessing=evaluator.outputs["blessing"],
+        serving_check=check.outputs["blessing"],
     ).with_id("RunReport")
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  trainer, *baseline_nodes, evaluator, pusher, report]
+                  trainer, *baseline_nodes, evaluator, check, pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,

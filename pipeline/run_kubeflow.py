@@ -22,7 +22,15 @@ import sys  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repo's packages importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.config import PipelineConfig, absolute, add_flags, config_from_args  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    SERVING_CHECKS,
+    SESSION_CHECK,
+    TF_SERVING_IMAGE,
+    PipelineConfig,
+    absolute,
+    add_flags,
+    config_from_args,
+)
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -55,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     kubeflow.add_argument("--host", default=None,
                           help="Kubeflow Pipelines API endpoint for --submit (default: the "
                                "in-cluster one).")
+    kubeflow.add_argument("--serving-check", choices=SERVING_CHECKS, default=SESSION_CHECK,
+                          help="What blesses a model as servable before the push: 'session' "
+                               "loads it in the component's pod the way TF Serving does and "
+                               "sends requests (ServingCheck); 'kubernetes' runs TFX's "
+                               f"InfraValidator, which starts {TF_SERVING_IMAGE} in a pod of "
+                               "the run's namespace (its service account must be allowed to "
+                               "create pods) and sends from_examples requests. "
+                               "Default: %(default)s.")
     return parser
 
 
@@ -81,11 +97,13 @@ def read_class_names(examples_dir: str) -> list[str]:
 
 
 def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str], image: str,
-                     output_file: str, pipeline_root: str | None = None) -> str:
+                     output_file: str, pipeline_root: str | None = None,
+                     serving_check: str = SESSION_CHECK) -> str:
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
 
     YAML holds the PipelineSpec (what kfp.Client and the Kubeflow UI take), JSON the whole
     PipelineJob (Vertex AI's format). Both name pipeline_root (default cfg.pipeline_root).
+    serving_check is "session" (ServingCheck) or "kubernetes" (TFX's InfraValidator).
     """
     import tensorflow as tf
     import yaml
@@ -97,7 +115,7 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     pipeline_root = pipeline_root or cfg.pipeline_root
     pipeline = definition.create_pipeline(
         cfg, examples_dir, class_names, metadata_path=None,  # Kubeflow provides ML Metadata
-        beam_pipeline_args=beam_pipeline_args(cfg.beam_workers))
+        beam_pipeline_args=beam_pipeline_args(cfg.beam_workers), serving_check=serving_check)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image))
     job = runner.run(pipeline, write_out=False)
@@ -185,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {flag} {path} is local: the components' pods must see it at this "
                   "path (a mounted volume, or baked into the image)", file=sys.stderr)
 
-    compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root)
+    compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root,
+                     args.serving_check)
+    check = ("ServingCheck" if args.serving_check == SESSION_CHECK
+             else f"InfraValidator on {TF_SERVING_IMAGE}")
     print(f"compiled {output_file}: image {args.image}, examples {examples_dir} "
-          f"(classes {class_names}), pipeline root {pipeline_root}, "
+          f"(classes {class_names}), pipeline root {pipeline_root}, serving check {check}, "
           f"pushes to {cfg.serving_model_dir}")
     if args.submit:
         print(f"started run {submit(output_file, args.host, pipeline_root)}")

@@ -12,6 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
+from components.serving_check import BLESSED_KEY, REASON_KEY, REQUESTS_KEY, WARMUP_KEY, describe
 from contract.artifacts import HISTORY_FILE
 from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
@@ -74,7 +75,13 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
 
 def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                     total_seconds: float) -> dict[str, Any]:
-    """Component statuses and times, phase accuracies, test metrics, blessing, pushed path."""
+    """Component statuses and times, phase accuracies, test metrics, blessing, serving check,
+    pushed path.
+
+    `serving_check` is None when no check ran, else {"component": "ServingCheck" or
+    "InfraValidator", "blessed": bool, "reason": str | None (why not blessed),
+    "warmup_requests" and "requests": int | None (None from InfraValidator)}.
+    """
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
                       "report": os.path.join(ingested.output_dir, REPORT_FILE),
@@ -82,7 +89,8 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                       "per_split": ingested.report["per_split_total"],
                       "skipped": ingested.report["skipped"]},
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
-        "test_metrics": {}, "blessed": None, "pushed_to": None, "report": None,
+        "test_metrics": {}, "blessed": None, "serving_check": None, "pushed_to": None,
+        "report": None,
         "total_seconds": round(total_seconds, 1),
     }
     if not os.path.exists(cfg.metadata_path):
@@ -93,17 +101,35 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                             key=lambda e: e.create_time_since_epoch):
         seconds = (execution.last_update_time_since_epoch
                    - execution.create_time_since_epoch) / 1000
+        node_id = _node_id(store, execution, node_type.id)
         summary["components"].append({
-            "component": _node_id(store, execution, node_type.id),
+            "component": node_id,
             "status": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
             "seconds": round(seconds, 1)})
         for artifact in _outputs(store, execution.id):
-            _read_artifact(store, artifact, summary)
+            _read_artifact(store, artifact, summary, node_id)
     return summary
 
 
+def serving_check_entry(node_id: str, props: Any) -> dict[str, Any]:
+    """The summary's serving_check entry from an InfraBlessing's custom properties.
+
+    Args:
+      node_id: the component that wrote it.
+      props: the MLMD artifact's custom_properties.
+
+    Returns:
+      See `collect_summary`.
+    """
+    return {"component": node_id,
+            "blessed": bool(props[BLESSED_KEY].int_value) if BLESSED_KEY in props else None,
+            "reason": props[REASON_KEY].string_value if REASON_KEY in props else None,
+            **{key: props[key].int_value if key in props else None
+               for key in (WARMUP_KEY, REQUESTS_KEY)}}
+
+
 def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
-                   summary: dict[str, Any]) -> None:
+                   summary: dict[str, Any], node_id: str) -> None:
     type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
     props = artifact.custom_properties
     if type_name == "ModelRun":
@@ -121,6 +147,8 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                                    for k, v in overall_metrics(artifact.uri).items()}
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
+    elif type_name == "InfraBlessing":
+        summary["serving_check"] = serving_check_entry(node_id, props)
     elif type_name == RunReport.TYPE_NAME:
         summary["report"] = os.path.join(artifact.uri, REPORT_HTML)
     elif type_name == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
@@ -143,11 +171,22 @@ def format_summary(summary: dict[str, Any]) -> str:
         metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
         lines.append(f"test metrics: {metrics}")
     lines.append(f"blessed: {summary['blessed']}")
-    lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed'}")
+    check = summary["serving_check"]
+    by = f" ({check['component']})" if check else ""
+    lines.append(f"serving check{by}: {describe(check)}")
+    lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed' + _why_not_pushed(summary)}")
     if summary["report"]:
         lines.append(f"report (samples, learning curves, confusion matrix): {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
+
+
+def _why_not_pushed(summary: dict[str, Any]) -> str:
+    refused = [gate for gate, blessed in
+               (("the Evaluator", summary["blessed"]),
+                ("the serving check", (summary["serving_check"] or {}).get("blessed")))
+               if blessed is False]
+    return f" (not blessed by {' and '.join(refused)})" if refused else ""
 
 
 def write_summary(cfg: PipelineConfig, summary: dict[str, Any]) -> str:

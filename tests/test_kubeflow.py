@@ -6,6 +6,7 @@ Nothing here trains or runs a pipeline: compiling reads labels.txt and no TFReco
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
 from tfx import v1 as tfx
+from tfx.components.infra_validator import executor as infra_validator_executor
 from tfx.dsl.components.base import base_executor
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types.artifact import Artifact
@@ -30,7 +32,14 @@ from contract import features as F
 from ingestion.beam_options import beam_pipeline_args
 from pipeline import pipeline as definition
 from pipeline import run_kubeflow, run_local
-from pipeline.config import PipelineConfig, add_flags
+from pipeline.config import (
+    KUBERNETES_CHECK,
+    SERVING_CHECKS,
+    SESSION_CHECK,
+    TF_SERVING_IMAGE,
+    PipelineConfig,
+    add_flags,
+)
 from tests.conftest import ALPHA, MINI, REPO, WEIGHTS
 from tests.conftest import run_local as run_local_cli
 from trainer.task import CLASSES_KEY, CONFIG_KEY
@@ -43,7 +52,9 @@ RUN_KUBEFLOW = str(REPO / "pipeline" / "run_kubeflow.py")
 EXECUTOR_COMMAND = ["python", "-m",
                     "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 KUBEFLOW_FLAGS = {"--image", "--examples-dir", "--pipeline-root", "--output-file", "--submit",
-                  "--host"}
+                  "--host", "--serving-check"}
+# The step whose InfraBlessing gates the push, by --serving-check.
+CHECK_NODE = {SESSION_CHECK: "ServingCheck", KUBERNETES_CHECK: "InfraValidator"}
 PROJECT_PACKAGES = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
                        ["packages"])
 
@@ -90,19 +101,24 @@ class Compiled:
     path: Path
     spec: kfp_spec.PipelineSpec
     local: tfx.dsl.Pipeline  # what run_local would run with the same arguments
+    serving_check: str
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
+# Every spec test runs on both --serving-check modes.
+@pytest.fixture(scope="module", params=SERVING_CHECKS)
+def compiled(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     tmp = tmp_path_factory.mktemp("kubeflow")
     examples = str(fake_examples_dir(tmp / "examples", CLASSES))
     cfg = PipelineConfig(output_dir=str(tmp / "out"), serving_dir=SERVING, epochs=3,
                          learning_rate=0.002)
     path = run_kubeflow.compile_pipeline(cfg, examples, CLASSES, IMAGE,
-                                         str(tmp / "spec" / "pipeline.yaml"), ROOT)
+                                         str(tmp / "spec" / "pipeline.yaml"), ROOT,
+                                         serving_check=request.param)
     local = definition.create_pipeline(cfg, examples, CLASSES, metadata_path=str(tmp / "m.db"),
-                                       beam_pipeline_args=beam_pipeline_args(cfg.beam_workers))
-    return Compiled(cfg, examples, Path(path), load_spec(Path(path)), local)
+                                       beam_pipeline_args=beam_pipeline_args(cfg.beam_workers),
+                                       serving_check=request.param)
+    return Compiled(cfg, examples, Path(path), load_spec(Path(path)), local, request.param)
 
 
 def test_spec_has_every_local_component_with_the_same_dependencies(compiled):
@@ -149,6 +165,58 @@ def test_every_executor_runs_project_code_in_the_image(compiled):
         classes.add(path)
     assert {"components.pusher.IdempotentPusherExecutor",
             "components.anomaly_gate.AnomalyGate_Executor"} <= classes
+    check = {SESSION_CHECK: "components.serving_check.ServingCheck_Executor",
+             KUBERNETES_CHECK: "components.serving_check.KubeflowInfraValidatorExecutor"}
+    assert check[compiled.serving_check] in classes
+    assert not (set(check.values()) - {check[compiled.serving_check]}) & classes
+
+
+def producer(spec: kfp_spec.PipelineSpec, task: str, artifact: str) -> tuple[str, str]:
+    """(producer task, its output key) of a task's input artifact."""
+    source = spec.root.dag.tasks[task].inputs.artifacts[artifact].task_output_artifact
+    return source.producer_task, source.output_artifact_key
+
+
+def test_the_serving_check_gates_the_push_and_feeds_the_report(compiled):
+    spec, node = compiled.spec, CHECK_NODE[compiled.serving_check]
+    assert set(CHECK_NODE.values()) & set(spec.root.dag.tasks) == {node}
+    assert producer(spec, "Pusher", "infra_blessing") == (node, "blessing")
+    assert producer(spec, "Pusher", "model_blessing") == ("Evaluator", "blessing")
+    assert producer(spec, "RunReport", "serving_check") == (node, "blessing")
+    assert producer(spec, node, "model") == ("Trainer", "model")
+    assert producer(spec, node, "examples") == ("ImportExampleGen", "examples")
+    outputs = spec.components[spec.root.dag.tasks[node].component_ref.name].output_definitions
+    schema = yaml.safe_load(outputs.artifacts["blessing"].artifact_type.instance_schema)
+    assert schema["title"] == "tfx.InfraBlessing"  # the stock Pusher's infra_blessing type
+
+
+@pytest.mark.parametrize("compiled", [KUBERNETES_CHECK], indirect=True)
+def test_kubernetes_mode_runs_tfx_infra_validator_on_the_tf_serving_image(compiled):
+    spec = compiled.spec
+    serving = json.loads(parameter(spec, "InfraValidator", "serving_spec"))
+    binary = serving["tensorflow_serving"]
+    assert [f"{binary['image_name']}:{tag}" for tag in binary["tags"]] == [TF_SERVING_IMAGE]
+    assert serving["kubernetes"] == {} and serving["model_name"] == compiled.cfg.model_name
+    # LOAD_AND_QUERY: real Predict requests on the signature that takes serialized tf.Examples.
+    request = json.loads(parameter(spec, "InfraValidator", "request_spec"))
+    assert request["tensorflow_serving"]["signature_names"] == ["from_examples"]
+    assert request["split_name"] == "test" and request["num_examples"] >= 1
+    validation = json.loads(parameter(spec, "InfraValidator", "validation_spec"))
+    assert validation["max_loading_time_seconds"] > 0 and validation["num_tries"] >= 1
+    # TFX's executor (with KFP_NAMESPACE set; tests/test_serving_check.py runs it).
+    (label,) = [k for k in executors(spec) if k.startswith("InfraValidator")]
+    args = list(executors(spec)[label].container.args)
+    path = args[args.index("--executor_class_path") + 1]
+    assert issubclass(import_utils.import_class_by_path(path), infra_validator_executor.Executor)
+
+
+def test_the_tf_serving_image_is_defined_once():
+    compose = yaml.safe_load((REPO / "serving" / "docker-compose.yml").read_text())
+    images = [s["image"] for s in compose["services"].values()
+              if s.get("image", "").startswith("tensorflow/serving")]
+    assert images and set(images) == {TF_SERVING_IMAGE}
+    # The server the pipeline validates against speaks the client's version of the API.
+    assert TF_SERVING_IMAGE.split(":")[1] == importlib.metadata.version("tensorflow-serving-api")
 
 
 def test_every_artifact_type_resolves_to_a_class_as_in_the_pods(compiled):
@@ -181,7 +249,8 @@ def test_pipeline_root_in_yaml_and_json(compiled, tmp_path):
     assert compiled.spec.default_pipeline_root == ROOT
     # JSON is the whole PipelineJob; without a root given, the config's is used.
     path = run_kubeflow.compile_pipeline(compiled.cfg, compiled.examples_dir, CLASSES, IMAGE,
-                                         str(tmp_path / "pipeline.json"))
+                                         str(tmp_path / "pipeline.json"),
+                                         serving_check=compiled.serving_check)
     job = json_format.Parse(Path(path).read_text(), kfp_spec.PipelineJob())
     assert job.runtime_config.gcs_output_directory == compiled.cfg.pipeline_root
     spec = json_format.ParseDict(json_format.MessageToDict(job.pipeline_spec),
@@ -286,6 +355,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         ([*base[:2], "--examples-dir", examples, "--output-file", "p.json", "--submit"],
          "--submit needs a .yaml"),
         ([*base, "--examples-dir", examples, "--host", "http://kfp"], "only used with --submit"),
+        ([*base, "--examples-dir", examples, "--serving-check", "docker"], "invalid choice"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             run_kubeflow.main(argv)
@@ -312,6 +382,20 @@ def test_submit_uploads_the_compiled_yaml(tmp_path, monkeypatch, capsys):
     assert sent["host"] == "http://kfp.example:8080" and sent["root"] == ROOT
     assert sent["spec"].default_pipeline_root == ROOT
     assert "started run run-123" in capsys.readouterr().out
+
+
+def test_cli_serving_check_flag_picks_the_step(tmp_path, capsys):
+    examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
+    for mode, node in CHECK_NODE.items():
+        out = tmp_path / f"{mode}.yaml"
+        flags = [] if mode == SESSION_CHECK else ["--serving-check", mode]  # session: default
+        assert run_kubeflow.main(["--image", IMAGE, "--examples-dir", examples,
+                                  "--output-file", str(out), *flags]) == 0
+        tasks = set(load_spec(out).root.dag.tasks)
+        assert node in tasks and not (set(CHECK_NODE.values()) - {node}) & tasks
+        printed = capsys.readouterr().out
+        assert f"serving check {node}" in printed
+    assert f"InfraValidator on {TF_SERVING_IMAGE}" in printed
 
 
 def logical_lines(text: str) -> str:
@@ -348,7 +432,8 @@ def test_image_installs_what_scripts_in_env_installs():
               if line and not line.startswith("#")]
     assert ignore[0] == "*"  # an allowlist: .git, outputs, caches and tests stay out
     allowed = {line[1:] for line in ignore if line.startswith("!")}
-    assert allowed == PROJECT_PACKAGES | {"requirements.lock", "env/system-packages.txt"}
+    top_level = {p.split(".")[0] for p in PROJECT_PACKAGES}  # serving.server is in serving/
+    assert allowed == top_level | {"requirements.lock", "env/system-packages.txt"}
 
 
 def test_without_baseline_the_spec_has_no_resolver_tasks(tmp_path):

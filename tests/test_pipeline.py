@@ -12,14 +12,17 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from ml_metadata.proto import metadata_store_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
+from contract.interface import SERVING_SIGNATURE, WARMUP_FILE
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline, eval_config
+from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
+from pipeline.summary import format_summary, serving_check_entry
+from serving.server.loader import load_like_tf_serving
 from tests.conftest import ALPHA, FAST_ARGS, MINI, run_local, validation_photos
 from trainer import model as M
 from trainer.export import export_model
-from contract.interface import SERVING_SIGNATURE
 
 
 def accuracy_on_validation_photos(export_dir: str) -> float:
@@ -73,18 +76,67 @@ def test_pipeline_wiring(tmp_path):
                                metadata_path=str(tmp_path / "m.sqlite"))
     ids = [c.id for c in pipeline.components]  # topologically sorted by TFX
     chain = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-             "AnomalyGate", "Trainer", "Evaluator"]
+             "AnomalyGate", "Trainer", "Evaluator", "ServingCheck"]
     assert sorted(ids) == sorted([*chain, "latest_blessed_model_resolver", "Pusher",
                                   "RunReport"])
-    assert [i for i in ids if i in chain] == chain
+    assert [i for i in ids if i in chain] == chain  # LocalDagRunner runs them in this order
     assert ids.index("latest_blessed_model_resolver") < ids.index("Evaluator")
-    assert sorted(ids[-2:]) == ["Pusher", "RunReport"]  # both after the Evaluator
+    assert sorted(ids[-2:]) == ["Pusher", "RunReport"]  # both after the checks
     trainer = pipeline.components[ids.index("Trainer")]
     assert "AnomalyGate" in {n.id for n in trainer.upstream_nodes}
     pusher = pipeline.components[ids.index("Pusher")]
     destination = json.loads(pusher.exec_properties["push_destination"])
     assert destination["filesystem"]["base_directory"] == str(
         tmp_path / "serving" / "image_classifier")
+
+
+def test_the_push_needs_both_blessings_and_the_report_shows_the_check(tmp_path):
+    pipeline = create_pipeline(PipelineConfig(output_dir=str(tmp_path)), str(tmp_path),
+                               ["cats", "dogs"])
+    nodes = {c.id: c for c in pipeline.components}
+    check, pusher = nodes["ServingCheck"], nodes["Pusher"]
+    assert {k: (c.producer_component_id, c.output_key) for k, c in pusher.inputs.items()} == {
+        "model": ("Trainer", "model"), "model_blessing": ("Evaluator", "blessing"),
+        "infra_blessing": ("ServingCheck", "blessing")}
+    assert pusher.inputs["infra_blessing"].type_name == "InfraBlessing"  # what Pusher checks
+    assert nodes["RunReport"].inputs["serving_check"].producer_component_id == "ServingCheck"
+    assert {k: c.producer_component_id for k, c in check.inputs.items()} == {
+        "model": "Trainer", "examples": "ImportExampleGen"}
+    # The loader's sources are in the cache key: a changed loader checks a cached model again.
+    assert check.exec_properties["code_fingerprint"] == serving_check_fingerprint()
+    assert check.exec_properties["num_examples"] >= 1
+    with pytest.raises(ValueError, match="unknown serving check 'docker'"):
+        create_pipeline(PipelineConfig(output_dir=str(tmp_path)), str(tmp_path), ["a", "b"],
+                        serving_check="docker")
+
+
+def test_summary_says_why_the_serving_check_refused_the_model():
+    artifact = metadata_store_pb2.Artifact()
+    artifact.custom_properties["blessed"].int_value = 0
+    artifact.custom_properties["reason"].string_value = "cannot load x: Could not find variable"
+    artifact.custom_properties["warmup_requests"].int_value = 0
+    artifact.custom_properties["requests"].int_value = 0
+    entry = serving_check_entry("ServingCheck", artifact.custom_properties)
+    assert entry == {"component": "ServingCheck", "blessed": False,
+                     "reason": "cannot load x: Could not find variable",
+                     "warmup_requests": 0, "requests": 0}
+    summary = {"ingestion": {"reused": True, "seconds": 0.0, "per_split": {}, "skipped": 0,
+                             "report": "r"},
+               "components": [], "phase1_val_accuracy": 0.9, "phase2_val_accuracy": None,
+               "test_metrics": {}, "blessed": True, "serving_check": entry, "pushed_to": None,
+               "report": None, "total_seconds": 1.0}
+    text = format_summary(summary)
+    assert ("serving check (ServingCheck): NOT blessed: cannot load x: Could not find variable"
+            in text)
+    assert "pushed to: not pushed (not blessed by the serving check)" in text
+    # InfraValidator (the Kubeflow mode) records the blessing only.
+    infra = metadata_store_pb2.Artifact()
+    infra.custom_properties["blessed"].int_value = 1
+    summary["serving_check"] = serving_check_entry("InfraValidator", infra.custom_properties)
+    assert "serving check (InfraValidator): blessed (served by TF Serving)" in format_summary(
+        summary)
+    summary["serving_check"] = None
+    assert "serving check: not run" in format_summary(summary)
 
 
 def test_help_lists_every_flag():
@@ -117,7 +169,7 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     out = pipeline_run.output_dir
     summary, good = pipeline_run.summary, pipeline_run.process
     assert set(components(summary).values()) == {"COMPLETE"}
-    assert len(summary["components"]) == 10
+    assert len(summary["components"]) == 11
     assert all(c["seconds"] >= 0 for c in summary["components"])
     assert summary["ingestion"]["per_split"] == {"train": 80, "eval": 20, "test": 20}
     assert summary["phase1_val_accuracy"] is not None and summary["phase2_val_accuracy"] >= 0.7
@@ -125,9 +177,16 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     assert metrics["example_count"] == 20
     assert metrics["accuracy"] >= 0.7 and {"auc", "precision", "recall"} <= set(metrics)
     assert summary["blessed"] is True
+    # The serving check loaded the candidate as TF Serving does, warmup file and requests.
+    assert summary["serving_check"] == {"component": "ServingCheck", "blessed": True,
+                                        "reason": None, "warmup_requests": 5, "requests": 4}
+    check_dir = next((out / "pipeline_root" / "ServingCheck" / "blessing").iterdir())
+    assert [p.name for p in check_dir.iterdir()] == ["INFRA_BLESSED"]
     versions = sorted(pipeline_run.model_base_path.iterdir())
     assert [str(v) for v in versions] == [summary["pushed_to"]]
     assert "=== run summary ===" in good.stdout and "blessed: True" in good.stdout
+    assert "serving check (ServingCheck): blessed (loaded as TF Serving loads it; 5 warmup" in (
+        good.stdout)
     history = json.loads(next((out / "pipeline_root" / "Trainer" / "model_run").glob(
         "*/history.json")).read_text())
     assert history["phase1"]["trainable_weights"] == 2
@@ -139,9 +198,31 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
         assert (report_dir / name).read_bytes().startswith(b"\x89PNG")
     numbers = json.loads((report_dir / "report.json").read_text())
     assert numbers["summary"]["test accuracy (served model)"] == metrics["accuracy"]
+    assert numbers["summary"]["serving check"].startswith("blessed (loaded as TF Serving")
     assert np.sum(numbers["confusion_matrix"]) == 20
     page = (report_dir / "index.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == 3 and "<h2>samples</h2>" in page
+    assert "<td>serving check</td><td>blessed (loaded as TF Serving" in page
+
+    # The pushed version loads the TF Serving way (session, saver, warmup) and its
+    # serving_default answers real photos exactly as TF2's loader does.
+    assert (versions[0] / WARMUP_FILE).is_file()
+    served, warmup = load_like_tf_serving(str(versions[0]))
+    photos = [p.read_bytes() for p, _ in validation_photos()[:8]]
+    try:
+        session_out = served.run(SERVING_SIGNATURE, {"images": photos})
+    finally:
+        served.close()
+    tf2_out = tf.saved_model.load(str(versions[0])).signatures[SERVING_SIGNATURE](
+        images=tf.constant(photos))
+    assert warmup == summary["serving_check"]["warmup_requests"]
+    assert set(session_out) == set(tf2_out)
+    for name, value in tf2_out.items():
+        if value.dtype == tf.string:
+            assert list(session_out[name]) == list(value.numpy()), name
+        else:
+            np.testing.assert_allclose(session_out[name], value.numpy(), atol=1e-5,
+                                       err_msg=name)
 
     # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
     pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))
@@ -158,6 +239,7 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     assert summary["ingestion"]["reused"] is True
     statuses = components(summary)
     assert statuses["Trainer"] == statuses["ImportExampleGen"] == "CACHED"
+    assert statuses["ServingCheck"] == "CACHED" and summary["serving_check"]["blessed"] is True
     # Re-blessed against itself, but the serving dir gets no duplicate version.
     assert summary["pushed_to"] == str(versions[0])
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
@@ -170,11 +252,12 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     summary = json.loads((out / "run_summary.json").read_text())
     assert components(summary)["Trainer"] == "COMPLETE"
     assert summary["blessed"] is False and summary["pushed_to"] is None
+    assert summary["serving_check"]["blessed"] is True  # servable, just not good enough
     assert summary["test_metrics"]["accuracy"] < 0.7
     assert summary["test_metrics"]["accuracy_diff"] < 0  # compared with the blessed baseline
     json.loads((out / "run_summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
-    assert "pushed to: not pushed" in bad.stdout
+    assert "pushed to: not pushed (not blessed by the Evaluator)" in bad.stdout
 
 
 def write_pattern_images(folder: Path, count: int) -> None:
@@ -206,7 +289,7 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     metrics = summary["test_metrics"]
     assert metrics["example_count"] == 12 and metrics["accuracy"] >= 0.5
     assert {"auc", "precision", "recall"} <= {k.split("/")[-1] for k in metrics}
-    assert summary["blessed"] is True
+    assert summary["blessed"] is True and summary["serving_check"]["blessed"] is True
     (version,) = (out / "serving" / "three_classes").iterdir()
     serve = tf.saved_model.load(str(version)).signatures[SERVING_SIGNATURE]
     out_ = serve(images=tf.constant([(data / "patterns" / "pattern_0.png").read_bytes()]))
