@@ -32,8 +32,8 @@ import tensorflow as tf  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contract.interface import IMAGES_INPUT, MODEL_NAME, SERVING_SIGNATURE  # noqa: E402
 from serving.client import GrpcClient, RestClient  # noqa: E402
-from serving.constants import IMAGES_INPUT, MODEL_NAME, SIGNATURE_NAME  # noqa: E402
 
 SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
@@ -66,7 +66,7 @@ def start_server(base_path: Path, log_path: Path) -> tuple[subprocess.Popen, str
     grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "serving.local_server", "--model-base-path", str(base_path),
+            [sys.executable, "-m", "serving.server", "--model-base-path", str(base_path),
              "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
             stderr=subprocess.STDOUT)
@@ -144,7 +144,7 @@ def main() -> int:
         version_dir = max((p for p in base_path.iterdir() if p.name.isdigit()),
                           key=lambda p: int(p.name))
         image = test_image()
-        signature = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
+        signature = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
 
         def in_process() -> Callable[[], object]:
             return lambda: {k: v.numpy() for k, v in signature(

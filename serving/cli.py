@@ -19,13 +19,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from contract.interface import SERVING_SIGNATURE
 from serving.client import GrpcClient, RestClient, ServingClient
 from serving.constants import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
     GRPC_PORT,
     MODEL_NAME,
-    SIGNATURE_NAME,
 )
 from serving.errors import ServingError
 from serving.image_formats import check_image
@@ -46,15 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"seconds per call (default {DEFAULT_TIMEOUT_SECONDS:g})")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
-    parser = argparse.ArgumentParser(prog="python -m serving.client",
-                                     description="Query TF Serving (or serving.local_server).")
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.client",
+        description="Query TF Serving (or the local server, python -m serving.server).")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", parents=[common],
                                   help="classify images, sent in one request")
     predict.add_argument("images", nargs="+", metavar="IMAGE", type=Path,
                          help="JPEG, PNG, GIF or BMP files")
-    predict.add_argument("--signature", default=SIGNATURE_NAME,
-                         help=f"signature name (default {SIGNATURE_NAME})")
+    predict.add_argument("--signature", default=SERVING_SIGNATURE,
+                         help=f"signature name (default {SERVING_SIGNATURE})")
     predict.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                          help="refuse to send larger requests")
     commands.add_parser("status", parents=[common], help="versions and their states")

@@ -1,4 +1,4 @@
-"""Python clients for TF Serving (and the local server): gRPC and REST, one API.
+"""Python clients for TF Serving (and the local server, serving.server): gRPC and REST, one API.
 
     from serving.client import GrpcClient, RestClient
     with GrpcClient("localhost:8500") as client:          # or RestClient("http://localhost:8501")
@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import requests
 
+from contract.interface import SERVING_SIGNATURE
 from serving.constants import (
     CLASS_INDEX,
     CLASS_NAME,
@@ -32,7 +33,6 @@ from serving.constants import (
     IMAGES_INPUT,
     MODEL_NAME,
     PROBABILITIES,
-    SIGNATURE_NAME,
 )
 from serving.errors import (
     DeadlineExceeded,
@@ -75,7 +75,7 @@ class ServingClient(ABC):
     """
 
     def __init__(self, model_name: str = MODEL_NAME, version: int | None = None,
-                 label: str | None = None, signature_name: str = SIGNATURE_NAME,
+                 label: str | None = None, signature_name: str = SERVING_SIGNATURE,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         if version is not None and label:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from contract import interface
 
 MODEL_NAME = interface.MODEL_NAME
-SIGNATURE_NAME = interface.SERVING_SIGNATURE
 IMAGES_INPUT = interface.IMAGES_INPUT
 PROBABILITIES = interface.PROBABILITIES
 CLASS_INDEX = interface.CLASS_INDEX

@@ -76,7 +76,7 @@ class DeadlineExceeded(ServingError):
 
 
 class Unimplemented(ServingError):
-    """An API the server does not offer (the local server: Classify, Regress, ...)."""
+    """An API the server does not offer (the local server: MultiInference, ...)."""
 
     code = C.UNIMPLEMENTED
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from serving.errors import InvalidArgument
 from contract.features import IMAGE_FORMATS, image_format
+from serving.errors import InvalidArgument
 
 
 def check_image(data: bytes, name: str) -> None:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -33,7 +34,15 @@ _GRAPH_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack tra
 
 
 class LoadError(RuntimeError):
-    """A version TF Serving would not make available: its load or its warmup failed."""
+    """A version TF Serving would not make available: its load or its warmup failed.
+
+    `code` is the status TF Serving reports for such a version (GetModelStatus error_code):
+    the failed request's status for a warmup failure, the TF error's for a failed load.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN):
+        super().__init__(message)
+        self.code = code
 
 
 class SessionModel:
@@ -43,6 +52,9 @@ class SessionModel:
                  meta_graph: meta_graph_pb2.MetaGraphDef):
         self.path = path
         self._session = session
+        # Every SignatureDef, as GetModelMetadata lists them (__saved_model_init_op included).
+        self.all_signature_defs: dict[str, meta_graph_pb2.SignatureDef] = dict(
+            meta_graph.signature_def)
         self.signature_defs: dict[str, meta_graph_pb2.SignatureDef] = {
             name: sig for name, sig in meta_graph.signature_def.items()
             if not name.startswith("__")}  # __saved_model_init_op is not a signature
@@ -63,7 +75,7 @@ class SessionModel:
           LoadError: no SavedModel, no `serve` MetaGraph, or a failed restore or init op.
         """
         if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
-            raise LoadError(f"{path} holds no {SAVED_MODEL_FILE}")
+            raise LoadError(f"{path} holds no {SAVED_MODEL_FILE}", grpc.StatusCode.NOT_FOUND)
         graph = tf.Graph()
         session = tf.compat.v1.Session(graph=graph)
         try:
@@ -72,7 +84,8 @@ class SessionModel:
                     session, [SAVED_MODEL_TAG], path)
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
             session.close()
-            raise LoadError(f"cannot load {path}: {_clean(str(e))}") from e
+            code = error_for_code(getattr(e, "error_code", 2), "").code  # 2: UNKNOWN
+            raise LoadError(f"cannot load {path}: {_clean(str(e))}", code) from e
         return cls(path, session, meta_graph)
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
@@ -143,22 +156,25 @@ class SessionModel:
             records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
                        for r in tf.data.TFRecordDataset(path)]
         except Exception as e:  # corrupt record, unparsable proto
-            raise LoadError(f"cannot read the warmup file {path}: {_clean(str(e))}") from e
+            raise LoadError(f"cannot read the warmup file {path}: {_clean(str(e))}",
+                            grpc.StatusCode.DATA_LOSS) from e
         for count, log in enumerate(records, 1):
             if log.WhichOneof("log_type") != "predict_log":
                 raise LoadError(f"warmup request {count} in {path} is not a Predict request "
-                                "(the local server replays Predict only)")
+                                "(the local server replays Predict only)",
+                                grpc.StatusCode.UNIMPLEMENTED)
             request = log.predict_log.request
             try:
                 self.run(request.model_spec.signature_name,
                          {k: tf.make_ndarray(v) for k, v in request.inputs.items()},
                          request.output_filter)
             except ServingError as e:
-                raise LoadError(f"warmup request {count} in {path} failed: {e}") from e
+                raise LoadError(f"warmup request {count} in {path} failed: {e}", e.code) from e
         return len(records)
 
     def close(self) -> None:
-        """Frees the session (in-flight runs finish first)."""
+        """Frees the session; runs started later fail with UNAVAILABLE. Call it once no run
+        is in flight (the local server waits for the requests holding the version)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -187,8 +203,12 @@ def load_like_tf_serving(path: str) -> tuple[SessionModel, int]:
 
 def _check_input_aliases(inputs: Mapping[str, Any],
                          specs: Mapping[str, meta_graph_pb2.TensorInfo]) -> None:
-    if set(inputs) != set(specs):
-        extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
+    extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
+    if extra and len(inputs) == len(specs):  # as many inputs as expected, one misnamed
+        raise InvalidArgument(
+            f"input tensor alias not found in signature: {extra[0]}. Inputs expected to be in "
+            f"the set {{{','.join(sorted(specs))}}}.")
+    if extra or missing:
         raise InvalidArgument(
             f"input size does not match signature: {len(inputs)}!={len(specs)} "
             f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(specs))}}}). "

@@ -1,0 +1,143 @@
+"""The local server: the core behind a gRPC server and a REST server, started and stopped
+together, and its command line (`python -m serving.server`; tests run it in-process).
+
+Flags follow tensorflow_model_server's where it has them: --grpc-port (--port), --rest-port
+(--rest_api_port), --model-name, --model-base-path, --model-config-file (version policy and
+labels; without it only the newest version is served), --poll-seconds (its two poll waits).
+Start-up errors are one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT
+from serving.server.core import ModelStore
+from serving.server.grpc_api import create_grpc_server
+from serving.server.rest_api import RestServer
+
+
+class LocalServer:
+    """One model's versions (see ModelStore) over TF Serving's gRPC and REST APIs; start()
+    and stop(), or `with`. The model name defaults to the base path's directory name; port 0
+    picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413).
+
+    Raises:
+      OSError or RuntimeError (gRPC): a port cannot be bound; ValueError: a bad config file.
+    """
+
+    def __init__(self, model_base_path: str, model_name: str | None = None,
+                 host: str = "127.0.0.1", grpc_port: int = GRPC_PORT, rest_port: int = REST_PORT,
+                 model_config_file: str | None = None, poll_seconds: float = 1.0,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+        self.model_base_path = os.path.abspath(model_base_path)
+        self.model_name = model_name or os.path.basename(self.model_base_path.rstrip("/"))
+        self.host = host
+        self.store = ModelStore(self.model_base_path, self.model_name, model_config_file,
+                                poll_seconds)
+        self._grpc, self.grpc_port = create_grpc_server(
+            self.store, f"{host}:{grpc_port}", max_request_bytes)
+        try:
+            self._rest = RestServer((host, rest_port), self.store, max_request_bytes)
+        except OSError as e:
+            self._grpc.stop(None)
+            raise OSError(f"cannot serve REST on {host}:{rest_port}: {e.strerror}") from e
+        self.rest_port = self._rest.server_address[1]
+        self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest",
+                                             daemon=True)
+
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the gRPC API."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        """http://host:port of the REST API."""
+        return f"http://{self.host}:{self.rest_port}"
+
+    def start(self) -> LocalServer:
+        """Loads the current versions, then starts polling and both APIs."""
+        self.store.start()
+        self._grpc.start()
+        self._rest_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops both APIs (in-flight gRPC calls get a second), then unloads the versions."""
+        if self._rest_thread.is_alive():
+            self._rest.shutdown()
+        self._rest.server_close()
+        self._grpc.stop(grace=1).wait()
+        self.store.stop()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's flags."""
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description="Development server speaking TF Serving's gRPC and REST APIs for one model "
+                    "(production: the tensorflow/serving image, see serving/docker-compose.yml).")
+    parser.add_argument("--model-base-path", required=True,
+                        help="directory of numeric version directories (the Pusher's output)")
+    parser.add_argument("--model-name", help="default: the base path's directory name")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--grpc-port", type=int, default=GRPC_PORT)
+    parser.add_argument("--rest-port", type=int, default=REST_PORT)
+    parser.add_argument("--model-config-file",
+                        help="a models.config (TF Serving text format): the model's "
+                             "model_version_policy and version_labels, re-read when changed; "
+                             "without it only the newest version is served")
+    parser.add_argument("--poll-seconds", type=float, default=1.0,
+                        help="how often to look for new versions and config changes (default 1)")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="larger requests are refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the server until SIGINT or SIGTERM.
+
+    Args:
+      argv: the flags (default: sys.argv).
+
+    Returns:
+      The exit status: 0 after a signal, 2 for a start-up error.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not os.path.isdir(args.model_base_path):
+        print(f"error: --model-base-path {args.model_base_path} is not a directory",
+              file=sys.stderr)
+        return 2
+    try:
+        server = LocalServer(args.model_base_path, args.model_name, args.host, args.grpc_port,
+                             args.rest_port, args.model_config_file, args.poll_seconds,
+                             args.max_request_bytes)
+    except (OSError, RuntimeError, ValueError) as e:  # port in use (gRPC: RuntimeError), config
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    versions = ", ".join(map(str, server.store.versions)) or "none yet"
+    print(f"serving {server.model_name} (versions: {versions}) from {server.model_base_path}: "
+          f"gRPC {server.grpc_address}, REST {server.rest_url}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+

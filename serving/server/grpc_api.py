@@ -1,0 +1,127 @@
+"""TF Serving's gRPC API over the core: PredictionService (Predict, GetModelMetadata;
+Classify and Regress check the signature as TF Serving does) and ModelService
+(GetModelStatus). MultiInference and HandleReloadConfigRequest answer UNIMPLEMENTED."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
+
+from serving.errors import InvalidArgument
+from serving.server.core import ModelStore, as_serving_error
+
+MAX_ERROR_MESSAGE = 1024  # TF Serving's ToGRPCStatus truncates longer messages
+# The typed value fields Tensor::AsProtoField fills (clients read e.g. float_val).
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val", types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_BOOL: "bool_val", types_pb2.DT_STRING: "string_val",
+}
+
+
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """An output array as a TensorProto with typed value fields, as TF Serving answers."""
+    dtype = tf.as_dtype(array.dtype)
+    field = _VALUE_FIELDS.get(dtype.as_datatype_enum)
+    if field is None:
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum,
+                                   tensor_shape=tf.TensorShape(array.shape).as_proto())
+    getattr(proto, field).extend(array.ravel().tolist())
+    return proto
+
+
+def _from_tensor_proto(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    try:
+        return tf.make_ndarray(proto)
+    except Exception:  # malformed: Tensor::FromProto fails in TF Serving
+        raise InvalidArgument(f"tensor parsing error: {alias}") from None
+
+
+def _answers(method: Callable) -> Callable:
+    """Ends a failed call with the error's status, as TF Serving's ToGRPCStatus does."""
+
+    @functools.wraps(method)
+    def handler(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request)
+        except Exception as e:  # every failure becomes a status
+            error = as_serving_error(e)
+            message = str(error)
+            if len(message) > MAX_ERROR_MESSAGE:
+                message = message[:MAX_ERROR_MESSAGE] + "...TRUNCATED"
+            context.abort(error.code, message)
+
+    return handler
+
+
+def _spec_of(request: Any) -> Any:
+    if not request.HasField("model_spec"):
+        raise InvalidArgument("Missing ModelSpec")
+    return request.model_spec
+
+
+class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
+               model_service_pb2_grpc.ModelServiceServicer):
+    """Both services, each method one call into the core."""
+
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    @_answers
+    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        spec = _spec_of(request)
+        inputs = {alias: _from_tensor_proto(alias, t) for alias, t in request.inputs.items()}
+        answered, outputs = self.store.predict(spec, inputs, request.output_filter)
+        response = predict_pb2.PredictResponse(model_spec=answered)
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(to_tensor_proto(value))
+        return response
+
+    @_answers
+    def Classify(self, request: Any) -> Any:
+        self.store.reject_classify_or_regress(_spec_of(request), "classify")
+
+    @_answers
+    def Regress(self, request: Any) -> Any:
+        self.store.reject_classify_or_regress(_spec_of(request), "regress")
+
+    @_answers
+    def GetModelMetadata(self, request: Any) -> Any:
+        return self.store.model_metadata(request)
+
+    @_answers
+    def GetModelStatus(self, request: Any) -> Any:
+        return self.store.model_status(request)
+
+
+def create_grpc_server(store: ModelStore, address: str, max_request_bytes: int,
+                       workers: int = 16) -> tuple[grpc.Server, int]:
+    """A gRPC server (not started) for the store on address ("host:port", port 0 picks one)
+    and its port; gRPC refuses requests above max_request_bytes (RESOURCE_EXHAUSTED).
+
+    Raises:
+      RuntimeError: the address cannot be bound.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", max_request_bytes),
+                 ("grpc.max_send_message_length", -1),
+                 ("grpc.so_reuseport", 0)])
+    servicer = Servicer(store)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:  # grpc's message names the address only
+        raise RuntimeError(f"cannot serve gRPC on {address}: is the port in use?") from e
+    return server, port

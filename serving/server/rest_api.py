@@ -1,0 +1,193 @@
+"""TF Serving's REST API over the core (https://www.tensorflow.org/tfx/serving/api_rest):
+
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:(predict|classify|regress)
+    GET  /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]
+
+routed as tensorflow_serving/model_servers/http_server.cc and http_rest_api_util.cc do:
+paths match case-insensitively, names and labels are URL-decoded, other /v1/ paths are
+400 "Malformed request", paths outside /v1/ are 404, and an OPTIONS request with an http(s)
+Origin is 200. Bodies may be gzip-encoded or chunked. Errors are {"error": "<message>"}
+with TF Serving's HTTP status for the status code; a body above the server's limit is 413.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
+
+from serving.errors import PAYLOAD_TOO_LARGE, InvalidArgument, RequestTooLarge
+from serving.server import rest_json
+from serving.server.core import INT64_MAX, SIGNATURE_DEF, ModelStore, as_serving_error
+
+LOG = logging.getLogger("serving.server.rest")
+IDLE_CONNECTION_SECONDS = 60
+_API = re.compile(r"(?i)/v1/.*")
+_PREDICT = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                      r":(classify|regress|predict)")
+_STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                     r"(?:/(metadata))?")
+_NOT_FOUND = (b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+              b"</BODY></HTML>\n")  # libevent's page
+
+
+def handle(store: ModelStore, method: str, path: str, body: bytes) -> bytes:
+    """Answers one /v1/ request as TF Serving's HttpRestApiHandler::ProcessRequest.
+
+    Args:
+      path: the request target as sent (still URL-encoded, query included).
+      body: the request body, inflated if it was gzipped.
+
+    Returns:
+      The JSON response body; failures raise the ServingError to answer with.
+    """
+    pattern = {"POST": _PREDICT, "GET": _STATUS}.get(method)
+    match = pattern.fullmatch(path) if pattern else None
+    name, version, label, verb = match.groups() if match else (None,) * 4
+    spec = model_pb2.ModelSpec(name=unquote(name or ""))
+    if version:
+        if int(version) > INT64_MAX:
+            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
+        spec.version.value = int(version)
+    elif label:
+        spec.version_label = unquote(label)
+    if match and method == "POST" and verb == "predict":  # the verb itself is case-sensitive
+        doc = rest_json.parse_request(body)
+        spec.signature_name = doc.get("signature_name", "")
+        inputs, row_format = rest_json.decode_inputs(doc, store.signature_inputs(spec))
+        return rest_json.encode_outputs(store.predict(spec, inputs)[1], row_format)
+    if match and method == "POST" and verb in ("classify", "regress"):
+        doc = rest_json.parse_request(body)
+        rest_json.check_examples(doc)
+        spec.signature_name = doc.get("signature_name", "")
+        store.reject_classify_or_regress(spec, verb)
+    if match and method == "GET":
+        if not spec.name:
+            raise InvalidArgument("Missing model name in request.")
+        if verb == "metadata":
+            metadata = store.model_metadata(get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec=spec, metadata_field=[SIGNATURE_DEF]))
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            metadata.metadata[SIGNATURE_DEF].Unpack(signatures)
+            return (f'{{"model_spec": {_json(metadata.model_spec)}, '
+                    f'"metadata": {{"{SIGNATURE_DEF}": {_json(signatures)}}}}}').encode()
+        status = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        return _json(store.model_status(status)).encode()
+    raise InvalidArgument(f"Malformed request: {method} {path}")
+
+
+def _json(message: Any) -> str:
+    # As TF Serving prints protos: proto field names, fields with default values included.
+    return json_format.MessageToJson(message, always_print_fields_with_no_presence=True,
+                                     preserving_proto_field_name=True, indent=1)
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    """One HTTP/1.1 keep-alive connection; `server` holds the store and the size limit."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: avoid the ACK delay
+    timeout = IDLE_CONNECTION_SECONDS
+    server: RestServer
+
+    def _dispatch(self) -> None:
+        try:
+            body = self._read_body()
+        except InvalidArgument as e:  # a broken length or chunk: the stream is lost
+            self.close_connection = True
+            return self._reply(400, rest_json.error_body(str(e)))
+        except RequestTooLarge as e:
+            return self._reply(PAYLOAD_TOO_LARGE, rest_json.error_body(str(e)))
+        if not _API.fullmatch(self.path):
+            return self._reply(404, _NOT_FOUND, "text/html")
+        if self.command == "OPTIONS":  # a CORS preflight
+            origin = re.search(r"https?://", self.headers.get("Origin", ""))
+            return self._reply(200 if origin else 400, b"", None)
+        try:
+            self._reply(200, handle(self.server.store, self.command, self.path, body))
+        except Exception as e:  # every failure is an answer; the server keeps serving
+            error = as_serving_error(e)
+            self._reply(error.http_status, rest_json.error_body(str(error)))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _read_body(self) -> bytes:
+        limit = self.server.max_request_bytes
+        size, parts = 0, []
+        for part in self._body_parts():
+            size += len(part)
+            if size <= limit:  # past the limit, the rest is read and dropped: closing with
+                parts.append(part)  # unread data would reset the connection and lose the answer
+        if size > limit:
+            raise RequestTooLarge(f"request of {size} bytes is larger than the server's "
+                                  f"maximum of {limit} bytes")
+        body = b"".join(parts)
+        if "gzip" in self.headers.get("Content-Encoding", ""):
+            try:  # a body that does not inflate is empty, as in TF Serving
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                body = inflater.decompress(body, limit + 1)
+            except zlib.error:
+                body = b""
+            if len(body) > limit:
+                raise RequestTooLarge(f"request inflates to more than the server's maximum of "
+                                      f"{limit} bytes")
+        return body
+
+    def _body_parts(self) -> Iterator[bytes]:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0], 16)
+                except ValueError:
+                    raise InvalidArgument(f"bad chunk size line {line[:40]!r}") from None
+                if size == 0:
+                    while self.rfile.readline(1024).strip():  # trailers
+                        pass
+                    return
+                yield from self._read_exactly(size)
+                self.rfile.readline(8)  # the CRLF after the chunk
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit():
+            raise InvalidArgument(f"bad Content-Length {length!r}")
+        yield from self._read_exactly(int(length))
+
+    def _read_exactly(self, size: int) -> Iterator[bytes]:
+        while size > 0:
+            part = self.rfile.read(min(size, 1 << 20))
+            if not part:
+                raise InvalidArgument("the body ended early")
+            size -= len(part)
+            yield part
+
+    def _reply(self, status: int, body: bytes, content_type: str | None = "application/json"
+               ) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        LOG.debug("%s " + format, self.address_string(), *args)
+
+
+class RestServer(ThreadingHTTPServer):
+    """A thread per connection, over the store, refusing bodies above max_request_bytes."""
+
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog; the default 5 overflows under concurrent clients
+
+    def __init__(self, address: tuple[str, int], store: ModelStore, max_request_bytes: int):
+        self.store = store
+        self.max_request_bytes = max_request_bytes
+        super().__init__(address, RestHandler)
