@@ -4,13 +4,11 @@ The local server itself is tested in test_server_*.py, the clients in test_clien
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import yaml
 from google.protobuf import descriptor_pb2, message_factory, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipeline import config as pipeline_config
+from pipeline.config import TF_SERVING_IMAGE
 from serving.server.core import aspired_versions, read_model_config
 from tests.conftest import MODEL_NAME, REPO
 
@@ -65,11 +63,9 @@ def test_batching_config_is_valid_batching_parameters():
 def test_docker_compose_serves_the_pushed_directory_with_the_config_files():
     compose = yaml.safe_load((SERVING / "docker-compose.yml").read_text())
     (service,) = compose["services"].values()
-    # The project's one TF Serving image where pipeline/config.py names it, else the image of
-    # the tensorflow-serving-api client's version.
-    client_version = importlib.metadata.version("tensorflow-serving-api")
-    image = getattr(pipeline_config, "TF_SERVING_IMAGE", f"tensorflow/serving:{client_version}")
-    assert image.startswith("tensorflow/serving:") and service["image"] == image
+    # The project's one TF Serving image (pipeline/config.py), also the serving check's.
+    assert TF_SERVING_IMAGE.startswith("tensorflow/serving:")
+    assert service["image"] == TF_SERVING_IMAGE
     assert set(service["ports"]) == {"8500:8500", "8501:8501"}
     mounts = {v.rsplit(":", 2)[1]: v.rsplit(":", 2)[0] for v in service["volumes"]}
     assert mounts["/models"] == "${SERVING_DIR:-../outputs/serving}"
