@@ -3,6 +3,8 @@ in-process call of the same SavedModel signature, measured side by side in one r
 
     scripts/in-env python benchmarks/serving_latency.py [--model-base-path DIR]
 
+(scripts/in-env puts the repository on PYTHONPATH and sets TF_USE_LEGACY_KERAS.)
+
 Without --model-base-path it exports a quick model (MobileNetV2 alpha 0.5, 160 px, the offline
 weights in ../shared) to a temporary directory. The server runs as a subprocess, as it would
 be deployed; latency samples of the three paths are interleaved so that noise on a shared
@@ -23,17 +25,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # explicit, as every entry point sets it
+import numpy as np
+import portpicker
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import portpicker  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from contract.interface import IMAGES_INPUT, MODEL_NAME, SERVING_SIGNATURE
+from serving.client import GrpcClient, RestClient
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from contract.interface import IMAGES_INPUT, MODEL_NAME, SERVING_SIGNATURE  # noqa: E402
-from serving.client import GrpcClient, RestClient  # noqa: E402
 
 SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
@@ -43,11 +42,12 @@ TARGETS = {"gRPC": 1.3, "REST": 1.6}  # p50 as a multiple of the in-process p50
 
 def export_quick_model(base_path: Path) -> None:
     """A 160 px, alpha 0.5 MobileNetV2 classifier (untrained head) as version 1."""
+    from pipeline.config import PipelineConfig
     from trainer.export import export_model
     from trainer.model import build_model
 
-    model = build_model(2, 160, 0.5, str(WEIGHTS))
-    export_model(model, ["cats", "dogs"], 160, str(base_path / "1"))
+    cfg = PipelineConfig(image_size=160, alpha=0.5, base_weights=str(WEIGHTS)).training_config()
+    export_model(build_model(2, cfg), ["cats", "dogs"], cfg.image_size, str(base_path / "1"))
 
 
 def test_image() -> bytes:

@@ -1,10 +1,12 @@
-"""Pipeline pieces beyond the standard TFX components: the data gate, the serving check,
-the idempotent pusher and the run report."""
+"""The pipeline's own TFX components: the data gate, the serving check, the idempotent pusher
+and the run report."""
+
+from contract import keras_env  # noqa: F401  (before TensorFlow loads)
 
 
 def __getattr__(name: str):
     # TFX on Kubeflow imports custom artifact types by TYPE_NAME ("components.RunReport");
-    # lazily, so that importing ingestion does not load TFX.
+    # lazily, so that importing one component does not load the report's plotting stack.
     if name == "RunReport":
         from components.report import RunReport
 

@@ -23,10 +23,11 @@ from tfx.types.standard_artifacts import Examples, InfraBlessing, Model, ModelBl
 from tfx.utils import path_utils
 
 from components.serving_check import blessing_entry, describe
-from contract import features as F
+from contract import features
 from contract.artifacts import HISTORY_FILE
 from contract.interface import LABELS_ASSET, PROBABILITIES, SERVING_SIGNATURE
-from trainer.data import record_dataset
+from contract.labels import parse_labels
+from trainer.data import feature_spec, record_dataset
 
 REPORT_HTML = "index.html"
 REPORT_JSON = "report.json"
@@ -44,15 +45,13 @@ class RunReport(Artifact):
 
 def read_split(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:
     """Encoded images, labels and paths of one split of an Examples artifact."""
-    spec = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            F.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-            F.PATH_KEY: tf.io.FixedLenFeature([], tf.string)}
+    spec = feature_spec(features.IMAGE_KEY, features.LABEL_KEY, features.PATH_KEY)
     images, labels, paths = [], [], []
     for record in record_dataset(os.path.join(examples_uri, f"Split-{split}", "*")):
         parsed = tf.io.parse_single_example(record, spec)
-        images.append(parsed[F.IMAGE_KEY].numpy())
-        labels.append(int(parsed[F.LABEL_KEY]))
-        paths.append(parsed[F.PATH_KEY].numpy().decode())
+        images.append(parsed[features.IMAGE_KEY].numpy())
+        labels.append(int(parsed[features.LABEL_KEY]))
+        paths.append(parsed[features.PATH_KEY].numpy().decode())
     return images, np.array(labels, dtype=np.int64), paths
 
 
@@ -63,7 +62,7 @@ def predict(model_dir: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]
     chunks = [serve(images=tf.constant(images[i:i + _PREDICT_BATCH]))[PROBABILITIES].numpy()
               for i in range(0, len(images), _PREDICT_BATCH)]
     with tf.io.gfile.GFile(os.path.join(model_dir, "assets", LABELS_ASSET)) as f:
-        classes = f.read().split()
+        classes = parse_labels(f.read())
     return np.concatenate(chunks), classes
 
 

@@ -11,6 +11,10 @@ HEIGHT_KEY = "height"
 WIDTH_KEY = "width"
 FORMAT_KEY = "format"  # jpeg | png | gif | bmp
 
+# Each feature's tf.train.Feature list: "bytes" (bytes_list) or "int64" (int64_list), one value.
+KINDS = {IMAGE_KEY: "bytes", LABEL_KEY: "int64", LABEL_NAME_KEY: "bytes", PATH_KEY: "bytes",
+         SHA256_KEY: "bytes", HEIGHT_KEY: "int64", WIDTH_KEY: "int64", FORMAT_KEY: "bytes"}
+
 # Statistics and schema cover the metadata; raw bytes, unique paths and hashes are left out.
 STATISTICS_FEATURES = (LABEL_KEY, LABEL_NAME_KEY, HEIGHT_KEY, WIDTH_KEY)
 

@@ -2,7 +2,7 @@
 
 Two layouts are accepted (class names sorted, at least two classes):
   * ``root/train/<class>/`` + ``root/validation/<class>/``: train stays train; the validation
-    folder is split deterministically into eval and test (the seed moves 20% of it to test);
+    folder is split deterministically into eval and test (the tutorial moves 20% of it to test);
   * ``root/<class>/``: a deterministic hash split into train/eval/test (default 80/10/10).
 
 Every file is decoded once to validate it; corrupt, non-image, tiny or undecodable files are
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import apache_beam as beam
 import tensorflow as tf
 
-from contract import features as F
+from contract import features
 from contract.artifacts import INGESTION_REPORT_FILE as REPORT_FILE
 from contract.labels import LABELS_FILE, format_labels
 from ingestion.beam_options import beam_pipeline_args
@@ -212,9 +212,9 @@ def inspect_image(data: bytes, min_side: int) -> tuple[dict | None, str | None]:
     """
     if not data:
         return None, "empty file"
-    fmt = F.image_format(data)
+    fmt = features.image_format(data)
     if fmt is None:
-        return None, f"not an image (not {F.IMAGE_FORMATS})"
+        return None, f"not an image (not {features.IMAGE_FORMATS})"
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
@@ -309,6 +309,14 @@ def assign_splits(item: tuple[tuple[str, int], Iterable[dict]],
         yield split, record
 
 
+def _feature(kind: str, value: str | bytes | int) -> tf.train.Feature:
+    """A one-value feature of the kind contract.features.KINDS gives (str is UTF-8 encoded)."""
+    if kind == "int64":
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    value = value.encode() if isinstance(value, str) else value
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
 def to_example(record: dict) -> bytes:
     """The serialized tf.Example of one kept image (format in contract/features.py).
 
@@ -319,26 +327,13 @@ def to_example(record: dict) -> bytes:
     Returns:
       The serialized tf.Example.
     """
-    def b(v: str | bytes) -> tf.train.Feature:
-        """A bytes feature of one value (str is UTF-8 encoded)."""
-        v = v.encode() if isinstance(v, str) else v
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-    def i(v: int) -> tf.train.Feature:
-        """An int64 feature of one value."""
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-
     source = record["source"]
+    values = {features.IMAGE_KEY: record["data"], features.LABEL_KEY: source.label,
+              features.LABEL_NAME_KEY: record["label_name"], features.PATH_KEY: source.path,
+              features.SHA256_KEY: record["sha256"], features.HEIGHT_KEY: record["height"],
+              features.WIDTH_KEY: record["width"], features.FORMAT_KEY: record["format"]}
     example = tf.train.Example(features=tf.train.Features(feature={
-        F.IMAGE_KEY: b(record["data"]),
-        F.LABEL_KEY: i(source.label),
-        F.LABEL_NAME_KEY: b(record["label_name"]),
-        F.PATH_KEY: b(source.path),
-        F.SHA256_KEY: b(record["sha256"]),
-        F.HEIGHT_KEY: i(record["height"]),
-        F.WIDTH_KEY: i(record["width"]),
-        F.FORMAT_KEY: b(record["format"]),
-    }))
+        key: _feature(features.KINDS[key], value) for key, value in values.items()}))
     return example.SerializeToString()
 
 
@@ -360,7 +355,7 @@ def build_report(tree: ImageTree, fp: str, outcomes: list[dict]) -> dict:
             counts[o["split"]][o["label_name"]] += 1
         else:
             skipped[o["reason"].split(":")[0].split(" (")[0]] += 1
-    per_split = {s: {c: counts[s][c] for c in tree.classes} for s in F.SPLITS}
+    per_split = {s: {c: counts[s][c] for c in tree.classes} for s in features.SPLITS}
     return {
         "root": tree.root,
         "layout": tree.layout,
@@ -370,7 +365,7 @@ def build_report(tree: ImageTree, fp: str, outcomes: list[dict]) -> dict:
         "written": sum(sum(c.values()) for c in counts.values()),
         "skipped": sum(skipped.values()),
         "per_split": per_split,
-        "per_split_total": {s: sum(per_split[s].values()) for s in F.SPLITS},
+        "per_split_total": {s: sum(per_split[s].values()) for s in features.SPLITS},
         "skipped_by_reason": dict(sorted(skipped.items())),
         "files": sorted(outcomes, key=lambda o: o["path"]),
     }
@@ -428,7 +423,7 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
         | "KeyByOriginClass" >> beam.Map(lambda r: ((r["source"].origin, r["source"].label), r))
         | "GroupByOriginClass" >> beam.GroupByKey()
         | "AssignSplits" >> beam.FlatMap(assign_splits, settings))
-    for name in F.SPLITS:
+    for name in features.SPLITS:
         _ = (
             split
             | f"Only{name}" >> beam.Filter(lambda sr, n=name: sr[0] == n)

@@ -14,7 +14,7 @@ class SplitSettings:
 
     eval_fraction: float = 0.1
     test_fraction: float = 0.1
-    validation_test_fraction: float = 0.2  # the seed recipe moves 20% of validation/ to test
+    validation_test_fraction: float = 0.2  # the tutorial recipe moves 20% of validation/ to test
     min_image_side: int = 32
     num_shards: int = 2
 

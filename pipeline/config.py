@@ -1,4 +1,4 @@
-"""The one configuration of a pipeline run: every knob, with the seed recipe as defaults.
+"""The one configuration of a pipeline run: every knob, with the tutorial recipe as defaults.
 
 Both runners build a `PipelineConfig` from the same flag definitions (`add_flags` /
 `config_from_args`), so no knob is declared twice.
@@ -16,17 +16,17 @@ from contract.interface import MODEL_NAME
 from ingestion.settings import DEFAULT_SPLIT
 from trainer.config import TrainingConfig
 
-# The TensorFlow "Transfer learning and fine-tuning" tutorial (the seed recipe).
-SEED_IMAGE_SIZE = 160
-SEED_BATCH_SIZE = 32
-SEED_LEARNING_RATE = 1e-4
-SEED_EPOCHS = 10
-SEED_FINE_TUNE_EPOCHS = 10
-SEED_FINE_TUNE_AT = 100
-SEED_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
-SEED_DROPOUT = 0.2
-SEED_ROTATION = 0.2
-SEED_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+# The TensorFlow "Transfer learning and fine-tuning" tutorial's recipe ("the tutorial recipe").
+TUTORIAL_IMAGE_SIZE = 160
+TUTORIAL_BATCH_SIZE = 32
+TUTORIAL_LEARNING_RATE = 1e-4
+TUTORIAL_EPOCHS = 10
+TUTORIAL_FINE_TUNE_EPOCHS = 10
+TUTORIAL_FINE_TUNE_AT = 100
+TUTORIAL_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
+TUTORIAL_DROPOUT = 0.2
+TUTORIAL_ROTATION = 0.2
+TUTORIAL_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 # The one TF Serving image: serving/docker-compose.yml serves with it, and the Kubeflow serving
 # check (run_kubeflow.py --serving-check kubernetes) validates with it. Its version is the
 # tensorflow-serving-api client's in the lock file.
@@ -50,7 +50,7 @@ class PipelineConfig:
     data_dir: str | None = _knob(
         None,
         "Image folder: root/train/<class>/ + root/validation/<class>/, or root/<class>/. "
-        "Default: download the seed's cats_and_dogs_filtered archive into a cache.",
+        "Default: download the tutorial's cats_and_dogs_filtered archive into a cache.",
     )
     output_dir: str = _knob("outputs", "Pipeline root, ML metadata, TFRecords and serving dir.")
     pipeline_name: str = _knob("tfx-image-transfer", "TFX pipeline name.")
@@ -81,19 +81,23 @@ class PipelineConfig:
         "MobileNetV2 base weights: imagenet (Keras download), a local .h5 path, or none.",
     )
     alpha: float = _knob(1.0, "MobileNetV2 width multiplier (must match the weights file).")
-    image_size: int = _knob(SEED_IMAGE_SIZE, "Square input size in pixels.")
-    dropout: float = _knob(SEED_DROPOUT, "Dropout rate before the classification layer.")
-    rotation: float = _knob(SEED_ROTATION, "RandomRotation factor for augmentation (0 = off).")
+    image_size: int = _knob(TUTORIAL_IMAGE_SIZE, "Square input size in pixels.")
+    dropout: float = _knob(TUTORIAL_DROPOUT, "Dropout rate before the classification layer.")
+    rotation: float = _knob(TUTORIAL_ROTATION, "RandomRotation factor for augmentation (0 = off).")
     horizontal_flip: bool = _knob(True, "Random horizontal flips for augmentation.")
 
     # Training
-    batch_size: int = _knob(SEED_BATCH_SIZE, "Batch size.")
-    epochs: int = _knob(SEED_EPOCHS, "Phase 1 (frozen base) epochs.")
-    learning_rate: float = _knob(SEED_LEARNING_RATE, "Phase 1 Adam learning rate.")
-    fine_tune_epochs: int = _knob(SEED_FINE_TUNE_EPOCHS, "Phase 2 (fine-tune) epochs; 0 skips it.")
-    fine_tune_at: int = _knob(SEED_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index.")
+    batch_size: int = _knob(TUTORIAL_BATCH_SIZE, "Batch size.")
+    epochs: int = _knob(TUTORIAL_EPOCHS, "Phase 1 (frozen base) epochs.")
+    learning_rate: float = _knob(TUTORIAL_LEARNING_RATE, "Phase 1 Adam learning rate.")
+    fine_tune_epochs: int = _knob(
+        TUTORIAL_FINE_TUNE_EPOCHS, "Phase 2 (fine-tune) epochs; 0 skips it."
+    )
+    fine_tune_at: int = _knob(
+        TUTORIAL_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index."
+    )
     fine_tune_lr_factor: float = _knob(
-        SEED_FINE_TUNE_LR_FACTOR, "Phase 2 RMSprop learning rate = learning rate x this factor."
+        TUTORIAL_FINE_TUNE_LR_FACTOR, "Phase 2 RMSprop learning rate = learning rate x this factor."
     )
     shuffle_buffer: int = _knob(1000, "Shuffle buffer size (examples).")
     seed: int = _knob(42, "Random seed for shuffling, augmentation and initialisation.")

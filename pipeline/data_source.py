@@ -1,18 +1,18 @@
-"""Where the images come from: a given folder, or the seed's archive downloaded into a cache."""
+"""Where the images come from: a given folder, or the tutorial's archive downloaded into a cache."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
-from pipeline.config import SEED_DATA_URL, PipelineConfig
+from pipeline.config import TUTORIAL_DATA_URL, PipelineConfig
 
 if TYPE_CHECKING:
     from ingestion.convert import IngestResult
 
 
 class DataSourceError(RuntimeError):
-    """No image folder was given and the seed's archive cannot be downloaded."""
+    """No image folder was given and the tutorial's archive cannot be downloaded."""
 
 
 def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
@@ -22,12 +22,12 @@ def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
     import keras
 
     try:
-        archive = keras.utils.get_file("cats_and_dogs_filtered.zip", origin=SEED_DATA_URL,
+        archive = keras.utils.get_file("cats_and_dogs_filtered.zip", origin=TUTORIAL_DATA_URL,
                                        extract=True, cache_dir=cache_dir)
     except Exception as e:  # urllib, HTTP and OS errors all mean "could not get it"
         raise DataSourceError(
-            f"could not download the seed data set from {SEED_DATA_URL} ({e}). Without network "
-            "access pass --data-dir with an image folder: root/train/<class>/ + "
+            f"could not download the tutorial data set from {TUTORIAL_DATA_URL} ({e}). Without "
+            "network access pass --data-dir with an image folder: root/train/<class>/ + "
             "root/validation/<class>/, or root/<class>/.") from e
     # Keras 3 extracts next to the archive into '<name>_extracted/'.
     for candidate in (archive, os.path.join(archive, "cats_and_dogs_filtered"),
@@ -38,7 +38,7 @@ def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
 
 
 def ingest(cfg: PipelineConfig, beam_args: list[str]) -> IngestResult:
-    """The runners' first step: cfg.data_dir (or the seed download) -> TFRecords in
+    """The runners' first step: cfg.data_dir (or the tutorial download) -> TFRecords in
     cfg.tfrecords_dir, reusing an unchanged earlier conversion; prints one line."""
     from ingestion.convert import SplitSettings, convert_image_tree, summarize
 

@@ -19,7 +19,7 @@ from components.serving_check import (
     KubeflowInfraValidator,
     ServingCheck,
 )
-from contract import features as F
+from contract import features
 from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
 from pipeline.config import (
     KUBERNETES_CHECK,
@@ -74,7 +74,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion."""
     binary = num_classes == 2
     model_spec = config_pb2.ModelSpec(
-        signature_name=EXAMPLES_SIGNATURE, label_key=F.LABEL_KEY,
+        signature_name=EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
         prediction_key=POSITIVE_PROBABILITY if binary else PROBABILITIES)
     accuracy_class = "BinaryAccuracy" if binary else "SparseCategoricalAccuracy"
     gate = config_pb2.MetricThreshold(
@@ -107,7 +107,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     return config_pb2.EvalConfig(
         model_specs=[model_spec],
         slicing_specs=[config_pb2.SlicingSpec(),
-                       config_pb2.SlicingSpec(feature_keys=[F.LABEL_NAME_KEY])],
+                       config_pb2.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])],
         metrics_specs=specs)
 
 
@@ -159,10 +159,10 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
         input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=s, pattern=f"{s}/*") for s in F.SPLITS]))
+            tfx.proto.Input.Split(name=s, pattern=f"{s}/*") for s in features.SPLITS]))
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"],
-        stats_options=tfdv.StatsOptions(feature_allowlist=list(F.STATISTICS_FEATURES)))
+        stats_options=tfdv.StatsOptions(feature_allowlist=list(features.STATISTICS_FEATURES)))
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(

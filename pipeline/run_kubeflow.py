@@ -1,28 +1,22 @@
 """Compile the pipeline for Kubeflow Pipelines (KubeflowV2DagRunner) and optionally start a run.
 
-    python pipeline/run_kubeflow.py --image REGISTRY/tfx-image-transfer:TAG \
+    tfx-image-transfer-kubeflow --image REGISTRY/tfx-image-transfer:TAG \
         --examples-dir gs://BUCKET/tfrecords/<fingerprint> \
         --pipeline-root gs://BUCKET/pipeline_root --serving-dir gs://BUCKET/serving
 
-The pipeline is the same `create_pipeline` that run_local.py runs, with the same flags for every
+(`python -m pipeline.run_kubeflow` is the same command.) The pipeline is the same
+`create_pipeline` that run_local.py runs, with the same flags for every
 knob; each component runs in the --image container (see the Dockerfile).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 
-# Explicit before TensorFlow loads, as in run_local.py (importing tfx sets it only when unset).
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from pipeline.config import (  # noqa: E402
+from pipeline.config import (
     SERVING_CHECKS,
     SESSION_CHECK,
     TF_SERVING_IMAGE,
@@ -78,19 +72,20 @@ def read_class_names(examples_dir: str) -> list[str]:
     """Class names from the labels.txt that ingestion writes beside the splits."""
     import tensorflow as tf
 
-    from contract import features as F
-    from contract.labels import LABELS_FILE
+    from contract import features
+    from contract.labels import LABELS_FILE, parse_labels
 
     labels = os.path.join(examples_dir, LABELS_FILE)
     missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]
-    missing += [f"{s}/" for s in F.SPLITS if not tf.io.gfile.isdir(os.path.join(examples_dir, s))]
+    missing += [f"{s}/" for s in features.SPLITS
+                if not tf.io.gfile.isdir(os.path.join(examples_dir, s))]
     if missing:
         raise ExamplesDirError(
             f"{examples_dir!r} lacks {', '.join(missing)}: --examples-dir must be a "
             "<tfrecords dir>/<fingerprint>/ folder written by ingestion (or pass "
             "--data-dir to convert an image folder)")
     with tf.io.gfile.GFile(labels) as f:
-        names = [line for line in f.read().splitlines() if line]
+        names = parse_labels(f.read())
     if len(names) < 2:
         raise ExamplesDirError(f"{labels} lists {len(names)} class(es); need at least 2")
     return names

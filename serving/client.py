@@ -87,12 +87,25 @@ class ServingClient(ABC):
         self.timeout = timeout
         self.max_request_bytes = max_request_bytes
 
-    def predict(self, images: Sequence[bytes]) -> list[Prediction]:
-        """Classifies encoded JPEG/PNG/GIF/BMP images in one request, in order."""
+    def predict(self, images: Sequence[bytes],
+                names: Sequence[str] | None = None) -> list[Prediction]:
+        """Classifies encoded JPEG/PNG/GIF/BMP images in one request, in order.
+
+        Args:
+          images: the encoded images.
+          names: what errors call each image (e.g. its file); default "image <index>".
+
+        Returns:
+          One Prediction per image.
+
+        Raises:
+          InvalidArgument: an image is not JPEG/PNG/GIF/BMP (checked before sending).
+          ServingError: the request failed (see serving.errors).
+        """
         if not images:
             return []
         for i, image in enumerate(images):
-            check_image(image, f"image {i}")
+            check_image(image, names[i] if names else f"image {i}")
         outputs, version = self._predict(images)
         probabilities = outputs[PROBABILITIES]
         return [Prediction(class_name=name, class_index=int(index),
@@ -299,10 +312,3 @@ def _connection_problem(error: requests.ConnectionError) -> str:
     reason = getattr(error.args[0], "reason", None) if error.args else None
     return str(reason or error).rsplit(": ", 1)[-1]
 
-
-if __name__ == "__main__":
-    import sys
-
-    from serving.cli import main
-
-    sys.exit(main())

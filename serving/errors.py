@@ -4,14 +4,15 @@ HTTP status its REST API answers for each (tensorflow_serving/model_servers/http
 from __future__ import annotations
 
 import grpc
+from grpc import StatusCode
 
-C = grpc.StatusCode
-HTTP_STATUS: dict[grpc.StatusCode, int] = {
-    C.CANCELLED: 499, C.UNKNOWN: 500, C.INVALID_ARGUMENT: 400, C.DEADLINE_EXCEEDED: 504,
-    C.NOT_FOUND: 404, C.ALREADY_EXISTS: 409, C.PERMISSION_DENIED: 403,
-    C.RESOURCE_EXHAUSTED: 429, C.FAILED_PRECONDITION: 400, C.ABORTED: 409, C.OUT_OF_RANGE: 400,
-    C.UNIMPLEMENTED: 501, C.INTERNAL: 500, C.UNAVAILABLE: 503, C.DATA_LOSS: 500,
-    C.UNAUTHENTICATED: 401,
+HTTP_STATUS: dict[StatusCode, int] = {
+    StatusCode.CANCELLED: 499, StatusCode.UNKNOWN: 500, StatusCode.INVALID_ARGUMENT: 400,
+    StatusCode.DEADLINE_EXCEEDED: 504, StatusCode.NOT_FOUND: 404, StatusCode.ALREADY_EXISTS: 409,
+    StatusCode.PERMISSION_DENIED: 403, StatusCode.RESOURCE_EXHAUSTED: 429,
+    StatusCode.FAILED_PRECONDITION: 400, StatusCode.ABORTED: 409, StatusCode.OUT_OF_RANGE: 400,
+    StatusCode.UNIMPLEMENTED: 501, StatusCode.INTERNAL: 500, StatusCode.UNAVAILABLE: 503,
+    StatusCode.DATA_LOSS: 500, StatusCode.UNAUTHENTICATED: 401,
 }
 # Not a TF Serving answer (it has no request size limit on REST): the local server's and an
 # HTTP proxy's answer to a body above the limit.
@@ -23,7 +24,7 @@ _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 class ServingError(Exception):
     """A request that TF Serving (or the local server) refused, or that could not be sent."""
 
-    code: grpc.StatusCode = C.UNKNOWN
+    code: grpc.StatusCode = StatusCode.UNKNOWN
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None):
         super().__init__(message)
@@ -38,25 +39,25 @@ class ServingError(Exception):
 class NotFound(ServingError):
     """Unknown model, version or version label."""
 
-    code = C.NOT_FOUND
+    code = StatusCode.NOT_FOUND
 
 
 class InvalidArgument(ServingError):
     """A malformed request: not an image, bad base64, wrong input names or types."""
 
-    code = C.INVALID_ARGUMENT
+    code = StatusCode.INVALID_ARGUMENT
 
 
 class FailedPrecondition(ServingError):
     """TF Serving's gRPC answer to an unknown signature name (predict_util.cc)."""
 
-    code = C.FAILED_PRECONDITION
+    code = StatusCode.FAILED_PRECONDITION
 
 
 class ResourceExhausted(ServingError):
     """The server (or gRPC) is out of a resource, e.g. the request is above its size limit."""
 
-    code = C.RESOURCE_EXHAUSTED
+    code = StatusCode.RESOURCE_EXHAUSTED
 
 
 class RequestTooLarge(ResourceExhausted):
@@ -66,19 +67,19 @@ class RequestTooLarge(ResourceExhausted):
 class Unavailable(ServingError):
     """The server cannot be reached, or has no version of the model loaded yet."""
 
-    code = C.UNAVAILABLE
+    code = StatusCode.UNAVAILABLE
 
 
 class DeadlineExceeded(ServingError):
     """No answer within the timeout."""
 
-    code = C.DEADLINE_EXCEEDED
+    code = StatusCode.DEADLINE_EXCEEDED
 
 
 class Unimplemented(ServingError):
     """An API the server does not offer (the local server: MultiInference, ...)."""
 
-    code = C.UNIMPLEMENTED
+    code = StatusCode.UNIMPLEMENTED
 
 
 _CLASSES: dict[grpc.StatusCode, type[ServingError]] = {
@@ -88,13 +89,13 @@ _CLASSES: dict[grpc.StatusCode, type[ServingError]] = {
 
 def code_name(number: int) -> str:
     """The name of a status code number (TF Serving's StatusProto.error_code): 5 -> NOT_FOUND."""
-    return _BY_NUMBER.get(number, C.UNKNOWN).name
+    return _BY_NUMBER.get(number, StatusCode.UNKNOWN).name
 
 
 def error_for_code(code: grpc.StatusCode | int, message: str) -> ServingError:
     """The ServingError subclass for a gRPC status code (or its number)."""
     if isinstance(code, int):
-        code = _BY_NUMBER.get(code, C.UNKNOWN)
+        code = _BY_NUMBER.get(code, StatusCode.UNKNOWN)
     return _CLASSES.get(code, ServingError)(message, code)
 
 
@@ -103,5 +104,5 @@ def error_for_http(status: int, message: str) -> ServingError:
     if status == PAYLOAD_TOO_LARGE:
         return RequestTooLarge(message)
     # Several codes share a status; the first (in gRPC code order) is the usual one.
-    code = next((c for c, s in HTTP_STATUS.items() if s == status), C.UNKNOWN)
+    code = next((c for c, s in HTTP_STATUS.items() if s == status), StatusCode.UNKNOWN)
     return error_for_code(code, message)

@@ -9,10 +9,20 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import contract.keras_env  # noqa: F401  (before TensorFlow loads, as in every package)
+from contract.interface import MODEL_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy as np
+
+    from serving.server.app import LocalServer
+    from trainer.config import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
@@ -26,17 +36,23 @@ SMALL_ALPHA = 0.35
 SMALL_IMAGE_SIZE = 96
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need a pipeline run are end-to-end (`make test-fast` leaves them out)."""
-    for item in items:
-        if "pipeline_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.e2e)
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     missing = [p for p in (MINI, WEIGHTS, SMALL_WEIGHTS) if not p.exists()]
     if missing:
         raise pytest.UsageError(f"test data missing: {missing} (set TFX_IMAGE_TRANSFER_SHARED)")
+
+
+def training_config(**overrides: Any) -> TrainingConfig:
+    """The Trainer's knobs at the pipeline's defaults, with overrides (e.g. image_size=96)."""
+    from pipeline.config import PipelineConfig
+
+    return PipelineConfig(**overrides).training_config()
+
+
+def small_model_config(**overrides: Any) -> TrainingConfig:
+    """The knobs of the small untrained models the serving tests export."""
+    return training_config(image_size=SMALL_IMAGE_SIZE, alpha=SMALL_ALPHA,
+                           base_weights=str(SMALL_WEIGHTS), **overrides)
 
 
 def validation_photos() -> list[tuple[Path, str]]:
@@ -61,13 +77,12 @@ def mini_tfrecords(mini_copy: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 # Enough signal in one epoch per phase on 80 photos: smaller batches and a larger phase-1 step
-# than the seed's 32 / 1e-4 (the defaults), phase 2 at the seed's 1e-5, and half of
+# than the tutorial's 32 / 1e-4 (the defaults), phase 2 at the tutorial's 1e-5, and half of
 # validation/ as the test split (20 photos).
 FAST_ARGS = ["--base-weights", str(WEIGHTS), "--alpha", str(ALPHA), "--epochs", "1",
              "--fine-tune-epochs", "1", "--batch-size", "8", "--learning-rate", "1e-2",
              "--fine-tune-lr-factor", "1e-3", "--validation-test-fraction", "0.5",
              "--min-accuracy", "0.7"]
-MODEL_NAME = "image_classifier"
 
 
 def run_local(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -91,11 +106,8 @@ class PipelineRun:
         return self.output_dir / "serving" / MODEL_NAME
 
 
-@pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
-    """One real pipeline run on the mini set (FAST_ARGS), shared by the tests that need a
-    pushed model. Tests must not modify its output dir; copy what they change."""
-    out = tmp_path_factory.mktemp("pipeline") / "run"
+def run_pipeline_on_mini(out: Path) -> PipelineRun:
+    """A real pipeline run on the mini set (FAST_ARGS) into out, which the caller owns."""
     process = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST_ARGS)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     return PipelineRun(out, process, json.loads((out / "run_summary.json").read_text()))
@@ -127,7 +139,7 @@ def export_untrained(export_dir: Path, class_names: list[str], seed: int = 7) ->
     from trainer.warmup import write_warmup_requests
 
     keras.utils.set_random_seed(seed)
-    model = build_model(len(class_names), SMALL_IMAGE_SIZE, SMALL_ALPHA, str(SMALL_WEIGHTS))
+    model = build_model(len(class_names), small_model_config(seed=seed))
     export_model(model, class_names, SMALL_IMAGE_SIZE, str(export_dir))
     photos = [path.read_bytes() for path, _ in validation_photos()[:3]]
     write_warmup_requests(str(export_dir), photos, MODEL_NAME)
@@ -143,3 +155,28 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
     base = tmp_path_factory.mktemp("exported") / MODEL_NAME
     export_untrained(base / "1", ["cats", "dogs"])
     return ExportedModel(base, 1, ("cats", "dogs"))
+
+
+@pytest.fixture(scope="session")
+def server(exported_model: ExportedModel) -> Iterator[LocalServer]:
+    """The local server on the exported model's base path (read only), on free ports."""
+    from serving.server.app import LocalServer
+    from tests.serving_helpers import MAX_REQUEST_BYTES
+
+    with LocalServer(str(exported_model.base_path), grpc_port=0, rest_port=0,
+                     max_request_bytes=MAX_REQUEST_BYTES) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def images() -> list[bytes]:
+    """The mini set's 40 validation photos (JPEG bytes)."""
+    return [path.read_bytes() for path, _ in validation_photos()]
+
+
+@pytest.fixture(scope="session")
+def reference(exported_model: ExportedModel, images: list[bytes]) -> dict[str, np.ndarray]:
+    """The exported model's outputs for `images`, called in-process (TF2's loader)."""
+    from tests.serving_helpers import in_process
+
+    return in_process(exported_model.version_dir, images)

@@ -20,15 +20,10 @@ from tensorflow_serving.apis import predict_pb2
 from contract.interface import IMAGES_INPUT, LABELS_ASSET, SERVING_SIGNATURE
 from contract.labels import format_labels
 from serving.errors import ServingError
-from tests.conftest import MODEL_NAME, validation_photos
+from tests.conftest import MODEL_NAME
 
 ATOL = 1e-5
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # the in-process servers' limit; 40 photos are 1.5 MB
-
-
-def photos() -> list[bytes]:
-    """The mini set's 40 validation photos (JPEG bytes)."""
-    return [path.read_bytes() for path, _ in validation_photos()]
 
 
 def in_process(version_dir: Path, images: list[bytes]) -> dict[str, np.ndarray]:

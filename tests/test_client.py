@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,24 +24,7 @@ from serving.errors import (
 )
 from serving.server.app import LocalServer
 from tests.conftest import MODEL_NAME, REPO, validation_photos
-from tests.serving_helpers import ATOL, MAX_REQUEST_BYTES, free_port, in_process, photos
-
-
-@pytest.fixture(scope="module")
-def server(exported_model) -> Iterator[LocalServer]:
-    with LocalServer(str(exported_model.base_path), grpc_port=0, rest_port=0,
-                     max_request_bytes=MAX_REQUEST_BYTES) as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def images() -> list[bytes]:
-    return photos()
-
-
-@pytest.fixture(scope="module")
-def reference(exported_model, images) -> dict[str, np.ndarray]:
-    return in_process(exported_model.version_dir, images)
+from tests.serving_helpers import ATOL, MAX_REQUEST_BYTES, free_port
 
 
 def make_client(kind: str, server: LocalServer, **kwargs: Any) -> ServingClient:
@@ -124,7 +106,7 @@ def test_client_errors(kind, server, images):
 
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """python -m serving.client, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "serving.client", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 

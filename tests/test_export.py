@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from contract import features as F
+from contract import features
 from contract.interface import (
     CLASS_INDEX,
     CLASS_NAME,
@@ -34,20 +34,25 @@ from serving.server.loader import LoadError, SessionModel, load_like_tf_serving
 from tests.conftest import (
     ALPHA,
     MODEL_NAME,
-    SMALL_ALPHA,
     SMALL_IMAGE_SIZE,
-    SMALL_WEIGHTS,
     WEIGHTS,
+    small_model_config,
+    training_config,
     validation_photos,
 )
 from tests.lenient_export import export_lenient_only
-from trainer import model as M
+from trainer.config import TrainingConfig
 from trainer.export import export_model
 from trainer.images import decode_batch
+from trainer.model import build_model, is_binary
 from trainer.warmup import write_warmup_requests
 
 SIZE = 96
 ATOL = 1e-5
+
+
+def model_config(seed: int) -> TrainingConfig:
+    return training_config(image_size=SIZE, alpha=ALPHA, base_weights=str(WEIGHTS), seed=seed)
 
 
 def photos(count: int = 6) -> list[bytes]:
@@ -60,7 +65,7 @@ def photos(count: int = 6) -> list[bytes]:
 
 def serialized_examples(images: list[bytes]) -> list[bytes]:
     return [tf.train.Example(features=tf.train.Features(feature={
-        F.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
+        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
         .SerializeToString() for image in images]
 
 
@@ -78,7 +83,7 @@ def session_run(export_dir: str, signature_name: str, inputs: dict[str, list[byt
 
 def keras_probabilities(model: keras.Model, images: list[bytes]) -> np.ndarray:
     logits = model(decode_batch(tf.constant(images), SIZE), training=False)
-    if M.is_binary(model):
+    if is_binary(model):
         positive = tf.sigmoid(logits)[:, 0].numpy()
         return np.stack([1 - positive, positive], axis=1)
     return tf.nn.softmax(logits).numpy()
@@ -87,7 +92,7 @@ def keras_probabilities(model: keras.Model, images: list[bytes]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, str]:
     keras.utils.set_random_seed(3)
-    model = M.build_model(2, SIZE, ALPHA, str(WEIGHTS), seed=3)
+    model = build_model(2, model_config(seed=3))
     export_dir = str(tmp_path_factory.mktemp("binary") / "1")
     export_model(model, ["cats", "dogs"], SIZE, export_dir)
     return model, export_dir
@@ -140,7 +145,7 @@ def test_saved_model_cli_run_answers_like_the_session(binary, tmp_path):
 def test_multiclass_export_names_classes_from_whole_label_lines(tmp_path):
     classes = ["golden retriever", "persian cat", "tabby"]
     keras.utils.set_random_seed(5)
-    model = M.build_model(len(classes), SIZE, ALPHA, str(WEIGHTS), seed=5)
+    model = build_model(len(classes), model_config(seed=5))
     export_dir = str(tmp_path / "1")
     export_model(model, classes, SIZE, export_dir)
     assert parse_labels((tmp_path / "1" / "assets" / LABELS_ASSET).read_text()) == classes
@@ -176,7 +181,7 @@ def test_an_export_tf_serving_rejects_is_rejected_by_the_session_path(tmp_path):
     """The regression this file guards: a Keras 3 model saved inside a tf.Module loads in TF2
     but not in a session (tensorflow/serving#2226)."""
     keras.utils.set_random_seed(1)
-    model = M.build_model(2, SMALL_IMAGE_SIZE, SMALL_ALPHA, str(SMALL_WEIGHTS))
+    model = build_model(2, small_model_config())
     export_dir = export_lenient_only(model, SMALL_IMAGE_SIZE, str(tmp_path / "1"))
     images = photos(2)
     tf2 = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]

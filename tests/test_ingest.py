@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from contract import features as F
+from contract import features
 from ingestion.convert import (
     COMPLETE_MARKER,
     REPORT_FILE,
@@ -44,7 +44,7 @@ def png_bytes(width: int, height: int, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-def test_seed_layout_splits_and_report(mini_tfrecords):
+def test_train_validation_layout_splits_and_report(mini_tfrecords):
     report = mini_tfrecords.report
     assert report["layout"] == "train_validation"
     assert report["classes"] == ["cats", "dogs"]
@@ -62,15 +62,16 @@ def test_seed_layout_splits_and_report(mini_tfrecords):
         examples = read_split(mini_tfrecords.output_dir, split)
         assert len(examples) == n
     example = read_split(mini_tfrecords.output_dir, "test")[0]
-    path = feature(example, F.PATH_KEY).decode()
+    path = feature(example, features.PATH_KEY).decode()
     data = (MINI / path).read_bytes()
-    assert feature(example, F.IMAGE_KEY) == data  # original bytes, not re-encoded
-    assert feature(example, F.SHA256_KEY).decode() == hashlib.sha256(data).hexdigest()
-    assert feature(example, F.LABEL_NAME_KEY).decode() == Path(path).parent.name
-    assert feature(example, F.LABEL_KEY) == ["cats", "dogs"].index(Path(path).parent.name)
+    assert feature(example, features.IMAGE_KEY) == data  # original bytes, not re-encoded
+    assert feature(example, features.SHA256_KEY).decode() == hashlib.sha256(data).hexdigest()
+    assert feature(example, features.LABEL_NAME_KEY).decode() == Path(path).parent.name
+    assert feature(example, features.LABEL_KEY) == ["cats", "dogs"].index(Path(path).parent.name)
     with Image.open(MINI / path) as im:
-        assert (feature(example, F.WIDTH_KEY), feature(example, F.HEIGHT_KEY)) == im.size
-    assert feature(example, F.FORMAT_KEY) == b"jpeg"
+        size = (feature(example, features.WIDTH_KEY), feature(example, features.HEIGHT_KEY))
+        assert size == im.size
+    assert feature(example, features.FORMAT_KEY) == b"jpeg"
 
 
 def test_unchanged_input_is_reused_and_split_is_deterministic(mini_copy, mini_tfrecords):
@@ -142,10 +143,10 @@ def test_bad_files_are_skipped_with_reasons_and_duplicates_kept_once(tmp_path):
     assert len(by_path) == len(result.report["files"]) == result.report["total_files"]
     assert result.report["skipped"] == 8
     hashes = Counter()
-    for split in F.SPLITS:
+    for split in features.SPLITS:
         examples = read_split(result.output_dir, split)
         assert len(examples) == result.report["per_split_total"][split]
-        hashes.update(feature(e, F.SHA256_KEY) for e in examples)
+        hashes.update(feature(e, features.SHA256_KEY) for e in examples)
     assert max(hashes.values()) == 1  # identical content never lands twice (or in two splits)
 
     on_disk = json.loads((Path(result.output_dir) / REPORT_FILE).read_text())

@@ -28,7 +28,7 @@ from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types.artifact import Artifact
 from tfx.utils import import_utils
 
-from contract import features as F
+from contract import features
 from ingestion.beam_options import beam_pipeline_args
 from pipeline import pipeline as definition
 from pipeline import run_kubeflow, run_local
@@ -48,7 +48,6 @@ IMAGE = "registry.example.com/ml/tfx-image-transfer:test"
 ROOT = "gs://bucket/pipeline_root"
 SERVING = "gs://bucket/serving"
 CLASSES = ["cats", "dogs"]
-RUN_KUBEFLOW = str(REPO / "pipeline" / "run_kubeflow.py")
 EXECUTOR_COMMAND = ["python", "-m",
                     "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 KUBEFLOW_FLAGS = {"--image", "--examples-dir", "--pipeline-root", "--output-file", "--submit",
@@ -61,7 +60,7 @@ PROJECT_PACKAGES = set(tomllib.loads((REPO / "pyproject.toml").read_text())["too
 
 def fake_examples_dir(root: Path, classes: list[str]) -> Path:
     """What ingestion writes, minus the TFRecords (compiling does not read them)."""
-    for split in F.SPLITS:
+    for split in features.SPLITS:
         (root / split).mkdir(parents=True)
     (root / "labels.txt").write_text("\n".join(classes) + "\n")
     return root
@@ -303,8 +302,9 @@ def option_strings(help_text: str) -> set[str]:
 
 
 def run_kubeflow_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, RUN_KUBEFLOW, *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run([sys.executable, "-m", "pipeline.run_kubeflow", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def test_help_lists_the_config_flags_of_run_local_plus_the_kubeflow_ones():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,16 +12,26 @@ import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
-from contract.interface import SERVING_SIGNATURE, WARMUP_FILE
+from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
+from contract.labels import parse_labels
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
 from pipeline.summary import format_summary, serving_check_entry
 from serving.server.loader import load_like_tf_serving
-from tests.conftest import ALPHA, FAST_ARGS, MINI, run_local, validation_photos
-from trainer import model as M
+from tests.conftest import (
+    ALPHA,
+    FAST_ARGS,
+    MINI,
+    run_local,
+    run_pipeline_on_mini,
+    training_config,
+    validation_photos,
+)
 from trainer.export import export_model
+from trainer.model import NO_WEIGHTS, build_model
 
 
 def accuracy_on_validation_photos(export_dir: str) -> float:
@@ -148,9 +157,8 @@ def test_help_lists_every_flag():
         assert flag in result.stdout
 
 
-def test_offline_defaults_fail_with_a_message_naming_the_flag(tmp_path):
-    env_home = {"KERAS_HOME": str(tmp_path / "keras")}
-    os.environ.update(env_home)
+def test_offline_defaults_fail_with_a_message_naming_the_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached download
     no_data = run_local("--output-dir", str(tmp_path / "a"))
     assert no_data.returncode == 2 and "--data-dir" in no_data.stderr
     no_weights = run_local("--data-dir", str(MINI), "--output-dir", str(tmp_path / "b"))
@@ -163,9 +171,9 @@ def components(summary: dict) -> dict[str, str]:
 
 
 @pytest.mark.e2e
-def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_path):
-    # Reruns happen in place (TFX caching needs the same paths); they leave the serving dir
-    # as it was, which other tests share, and this test asserts exactly that.
+def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
+    # The run's output is this test's own: its reruns happen in place, as TFX caching needs.
+    pipeline_run = run_pipeline_on_mini(tmp_path / "run")
     out = pipeline_run.output_dir
     summary, good = pipeline_run.summary, pipeline_run.process
     assert set(components(summary).values()) == {"COMPLETE"}
@@ -227,7 +235,8 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
     pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))
     random_dir = str(tmp_path / "random")
-    export_model(M.build_model(2, 160, ALPHA, M.NO_WEIGHTS), ["cats", "dogs"], 160, random_dir)
+    untrained = build_model(2, training_config(alpha=ALPHA, base_weights=NO_WEIGHTS))
+    export_model(untrained, ["cats", "dogs"], 160, random_dir)
     random_accuracy = accuracy_on_validation_photos(random_dir)
     assert pushed_accuracy >= 0.8 and pushed_accuracy >= random_accuracy + 0.2, (
         pushed_accuracy, random_accuracy)
@@ -258,6 +267,11 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(pipeline_run, tmp_p
     json.loads((out / "run_summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
     assert "pushed to: not pushed (not blessed by the Evaluator)" in bad.stdout
+
+
+def warmup_requests(version: Path) -> list[prediction_log_pb2.PredictionLog]:
+    records = tf.data.TFRecordDataset(str(version / WARMUP_FILE))
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
 
 
 def write_pattern_images(folder: Path, count: int) -> None:
@@ -294,7 +308,11 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     serve = tf.saved_model.load(str(version)).signatures[SERVING_SIGNATURE]
     out_ = serve(images=tf.constant([(data / "patterns" / "pattern_0.png").read_bytes()]))
     assert out_["probabilities"].shape == (1, 3)
-    assert (version / "assets" / "labels.txt").read_text().split() == ["cats", "dogs", "patterns"]
+    assert parse_labels((version / "assets" / LABELS_ASSET).read_text()) == [
+        "cats", "dogs", "patterns"]
+    # The warmup requests name the model they warm up (--model-name reaches the Trainer).
+    (log,) = {log.predict_log.request.model_spec.name for log in warmup_requests(version)}
+    assert log == "three_classes"
 
 
 def test_trainer_cache_key_follows_the_trainer_code(tmp_path):

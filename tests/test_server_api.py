@@ -42,31 +42,11 @@ from tests.serving_helpers import (
     MAX_REQUEST_BYTES,
     b64,
     grpc_request,
-    in_process,
-    photos,
 )
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 OK_STATUS = {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {
     "error_code": "OK", "error_message": ""}}]}
-
-
-@pytest.fixture(scope="module")
-def server(exported_model) -> Iterator[LocalServer]:
-    """The local server on the exported model's base path (read only), on free ports."""
-    with LocalServer(str(exported_model.base_path), grpc_port=0, rest_port=0,
-                     max_request_bytes=MAX_REQUEST_BYTES) as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
-def images() -> list[bytes]:
-    return photos()
-
-
-@pytest.fixture(scope="module")
-def reference(exported_model, images) -> dict[str, np.ndarray]:
-    return in_process(exported_model.version_dir, images)
 
 
 @pytest.fixture(scope="module")

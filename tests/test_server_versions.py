@@ -39,10 +39,9 @@ from serving.server.loader import LoadError
 from tests.conftest import (
     MODEL_NAME,
     REPO,
-    SMALL_ALPHA,
     SMALL_IMAGE_SIZE,
-    SMALL_WEIGHTS,
     export_untrained,
+    small_model_config,
 )
 from tests.lenient_export import export_lenient_only
 from tests.serving_helpers import (
@@ -56,7 +55,7 @@ from tests.serving_helpers import (
     rest_states,
     wait_for,
 )
-from trainer import model as M
+from trainer.model import build_model
 from trainer.warmup import write_warmup_requests
 
 # --- the core, with a fake loader ------------------------------------------------------------
@@ -265,7 +264,7 @@ def lenient_version(base: Path, version: int) -> Path:
     replays it at load, where the missing variables fail (without one, the version would be
     AVAILABLE and every Predict would fail)."""
     keras.utils.set_random_seed(1)
-    model = M.build_model(2, SMALL_IMAGE_SIZE, SMALL_ALPHA, str(SMALL_WEIGHTS))
+    model = build_model(2, small_model_config())
     staging = export_lenient_only(model, SMALL_IMAGE_SIZE, str(base.parent / "lenient"))
     write_warmup_requests(staging, photos()[:1], MODEL_NAME)
     shutil.copytree(staging, base / str(version))

@@ -24,11 +24,15 @@ from tfx.utils import kube_utils, proto_utils
 
 from components import serving_check as SC
 from components.pusher import IdempotentPusherExecutor
-from contract import features as F
+from contract import features
 from contract.interface import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, WARMUP_FILE
-from tests.conftest import SMALL_ALPHA, SMALL_IMAGE_SIZE, SMALL_WEIGHTS, validation_photos
+from tests.conftest import (
+    SMALL_IMAGE_SIZE,
+    small_model_config,
+    validation_photos,
+)
 from tests.lenient_export import export_lenient_only
-from trainer import model as M
+from trainer.model import build_model
 from trainer.warmup import write_warmup_requests
 
 
@@ -41,9 +45,9 @@ def examples_artifact(root: Path, count: int = 6) -> standard_artifacts.Examples
     with tf.io.TFRecordWriter(str(split / "data_tfrecord-00000-of-00001.gz"), "GZIP") as writer:
         for path, name in picked:
             writer.write(tf.train.Example(features=tf.train.Features(feature={
-                F.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(
+                features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(
                     value=[path.read_bytes()])),
-                F.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
+                features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(
                     value=[int(name == "dogs")])),
             })).SerializeToString())
     artifact = standard_artifacts.Examples()
@@ -82,7 +86,7 @@ def lenient_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The export TF2 loads and TF Serving cannot serve (no warmup file: a bare first request
     is what fails)."""
     keras.utils.set_random_seed(3)
-    model = M.build_model(2, SMALL_IMAGE_SIZE, SMALL_ALPHA, str(SMALL_WEIGHTS))
+    model = build_model(2, small_model_config())
     return Path(export_lenient_only(model, SMALL_IMAGE_SIZE,
                                     str(tmp_path_factory.mktemp("lenient") / "1")))
 
@@ -139,7 +143,8 @@ def test_from_examples_requests_are_the_ones_infra_validator_builds(exported_mod
         assert request.model_spec.signature_name == EXAMPLES_SIGNATURE
         assert list(request.inputs) == [EXAMPLES_INPUT]
         (record,) = tf.make_ndarray(request.inputs[EXAMPLES_INPUT])
-        assert tf.train.Example.FromString(record).features.feature[F.IMAGE_KEY].bytes_list.value
+        example = tf.train.Example.FromString(record)
+        assert example.features.feature[features.IMAGE_KEY].bytes_list.value
     # The signature is the kind the builder turns into Predict requests: one string [None] input.
     signatures = request_builder._parse_saved_model_signatures(  # noqa: SLF001 (TFX's own check)
         str(exported_model.version_dir), [], [EXAMPLES_SIGNATURE])

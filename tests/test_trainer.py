@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ALPHA, WEIGHTS, validation_photos
-from trainer import model as M
+from tests.conftest import ALPHA, WEIGHTS, training_config, validation_photos
 from trainer.data import input_fn
 from trainer.images import decode_and_resize, decode_batch
+from trainer.model import (
+    BASE_NAME,
+    NO_WEIGHTS,
+    WeightsError,
+    base_of,
+    build_base,
+    build_model,
+    unfreeze_top,
+)
 
 SIZE = 96  # small and fast; any size >= 32 works with the no-top weights
+CONFIG = training_config(image_size=SIZE, alpha=ALPHA, base_weights=str(WEIGHTS), batch_size=32)
+EVAL_CONFIG = dataclasses.replace(CONFIG, batch_size=8)
 
 
 @pytest.fixture(scope="module")
 def binary_model():
-    return M.build_model(2, SIZE, ALPHA, str(WEIGHTS), seed=1)
+    return build_model(2, dataclasses.replace(CONFIG, seed=1))
 
 
 def trainable_layer_names(model) -> set[str]:
@@ -25,7 +37,7 @@ def trainable_layer_names(model) -> set[str]:
 
 
 def test_phase1_trains_only_the_head(binary_model):
-    base = M.base_of(binary_model)
+    base = base_of(binary_model)
     assert not base.trainable
     assert binary_model.output_shape == (None, 1)
     assert [w.path for w in binary_model.trainable_weights] == ["logits/kernel", "logits/bias"]
@@ -34,10 +46,10 @@ def test_phase1_trains_only_the_head(binary_model):
 
 
 def test_phase2_unfreezes_from_fine_tune_at():
-    model = M.build_model(2, SIZE, ALPHA, str(WEIGHTS))
+    model = build_model(2, CONFIG)
     before = len(model.trainable_weights)
-    M.unfreeze_top(model, 100)
-    base = M.base_of(model)
+    unfreeze_top(model, 100)
+    base = base_of(model)
     assert base.trainable
     assert all(not layer.trainable for layer in base.layers[:100])
     assert all(layer.trainable for layer in base.layers[100:])
@@ -54,27 +66,27 @@ def test_phase2_unfreezes_from_fine_tune_at():
 
 
 def test_multiclass_head_is_softmax_sized():
-    model = M.build_model(5, SIZE, ALPHA, M.NO_WEIGHTS)
+    model = build_model(5, dataclasses.replace(CONFIG, base_weights=NO_WEIGHTS))
     assert model.output_shape == (None, 5)
 
 
 def test_pretrained_weights_are_loaded_from_the_local_file():
-    pretrained = M.build_base(SIZE, ALPHA, str(WEIGHTS))
-    random_init = M.build_base(SIZE, ALPHA, M.NO_WEIGHTS)
+    pretrained = build_base(SIZE, ALPHA, str(WEIGHTS))
+    random_init = build_base(SIZE, ALPHA, NO_WEIGHTS)
     gamma = {w.path: np.array(w) for w in pretrained.weights if "Conv_1_bn/gamma" in w.path}
     assert gamma and all(abs(v.mean() - 1.0) > 0.5 for v in gamma.values())  # trained, not 1s
     assert len(pretrained.weights) == len(random_init.weights)
 
 
 def test_bad_weights_give_clear_errors(tmp_path):
-    with pytest.raises(M.WeightsError, match="does not exist"):
-        M.build_base(SIZE, ALPHA, str(tmp_path / "missing.h5"))
-    with pytest.raises(M.WeightsError, match="--alpha"):
-        M.build_base(SIZE, 1.0, str(WEIGHTS))  # file is alpha 0.5
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_base(SIZE, ALPHA, str(tmp_path / "missing.h5"))
+    with pytest.raises(WeightsError, match="--alpha"):
+        build_base(SIZE, 1.0, str(WEIGHTS))  # file is alpha 0.5
 
 
 def test_input_fn_batches(mini_tfrecords):
-    ds = input_fn(f"{mini_tfrecords.output_dir}/train/*", SIZE, batch_size=32, training=True)
+    ds = input_fn(f"{mini_tfrecords.output_dir}/train/*", CONFIG, training=True)
     batches = list(ds)
     assert [int(x.shape[0]) for x, _ in batches] == [32, 32, 16]
     images, labels = batches[0]
@@ -85,7 +97,7 @@ def test_input_fn_batches(mini_tfrecords):
     # Reshuffled each epoch; the eval input is in file order every time.
     second = np.concatenate([y.numpy() for _, y in ds])
     assert not np.array_equal(all_labels, second)
-    eval_ds = input_fn(f"{mini_tfrecords.output_dir}/eval/*", SIZE, 8, training=False)
+    eval_ds = input_fn(f"{mini_tfrecords.output_dir}/eval/*", EVAL_CONFIG, training=False)
     first_pass = np.concatenate([y.numpy() for _, y in eval_ds])
     np.testing.assert_array_equal(first_pass, np.concatenate([y.numpy() for _, y in eval_ds]))
 
@@ -103,4 +115,4 @@ def test_decoding_is_shared_and_handles_formats():
 def test_model_config_round_trips(binary_model):
     clone = keras.models.clone_model(binary_model)
     assert [layer.name for layer in clone.layers] == [layer.name for layer in binary_model.layers]
-    assert M.base_of(clone).name == M.BASE_NAME
+    assert base_of(clone).name == BASE_NAME

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from contract import features as F
+from contract import features
+from trainer.config import TrainingConfig
 from trainer.images import decode_and_resize
 
 
-def image_feature_spec(with_label: bool = False) -> dict[str, tf.io.FixedLenFeature]:
-    """The tf.Example parse spec of the encoded image, and of the label when asked.
+def feature_spec(*keys: str) -> dict[str, tf.io.FixedLenFeature]:
+    """The tf.Example parse spec of the named features (contract.features.KINDS).
 
     Args:
-      with_label: also parse the int64 class index.
+      *keys: feature names, e.g. features.IMAGE_KEY.
 
     Returns:
-      A spec for tf.io.parse_example / parse_single_example.
+      A spec for tf.io.parse_example / parse_single_example: one scalar per feature.
     """
-    spec = {F.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
-    if with_label:
-        spec[F.LABEL_KEY] = tf.io.FixedLenFeature([], tf.int64)
-    return spec
+    dtypes = {"bytes": tf.string, "int64": tf.int64}
+    return {key: tf.io.FixedLenFeature([], dtypes[features.KINDS[key]]) for key in keys}
 
 
 def list_files(patterns: list[str] | str) -> list[str]:
@@ -60,8 +59,8 @@ def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
                                    else "", num_parallel_reads=tf.data.AUTOTUNE)
 
 
-def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
-             training: bool, shuffle_buffer: int = 1000, seed: int = 42) -> tf.data.Dataset:
+def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig,
+             training: bool) -> tf.data.Dataset:
     """Batches of (float32 images [B, S, S, 3] in [0, 255], int64 labels [B]).
 
     Decoded images are cached in memory after the first epoch; training data is reshuffled
@@ -69,23 +68,22 @@ def input_fn(file_patterns: list[str] | str, image_size: int, batch_size: int,
 
     Args:
       file_patterns: TFRecord files of tf.Examples: one glob pattern or a list of them.
-      image_size: the side S images are resized to, in pixels.
-      batch_size: the batch size B (the last batch may be smaller).
+      cfg: the knobs used here: image_size (S), batch_size (B; the last batch may be
+        smaller), shuffle_buffer (examples) and seed.
       training: shuffle every epoch.
-      shuffle_buffer: the shuffle buffer size, in examples (training only).
-      seed: the shuffle seed (training only).
 
     Returns:
       The batched, prefetched dataset.
     """
-
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One serialized tf.Example -> (float32 image [S, S, 3], int64 label)."""
-        parsed = tf.io.parse_single_example(serialized, image_feature_spec(with_label=True))
-        return decode_and_resize(parsed[F.IMAGE_KEY], image_size), parsed[F.LABEL_KEY]
+        spec = feature_spec(features.IMAGE_KEY, features.LABEL_KEY)
+        parsed = tf.io.parse_single_example(serialized, spec)
+        image = decode_and_resize(parsed[features.IMAGE_KEY], cfg.image_size)
+        return image, parsed[features.LABEL_KEY]
 
     ds = record_dataset(file_patterns).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True).cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -17,7 +17,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from contract import features as F
+from contract import features
 from contract.interface import (
     CLASS_INDEX,
     CLASS_NAME,
@@ -30,7 +30,7 @@ from contract.interface import (
     SERVING_SIGNATURE,
 )
 from contract.labels import format_labels
-from trainer.data import image_feature_spec
+from trainer.data import feature_spec
 from trainer.images import decode_batch
 
 
@@ -85,8 +85,8 @@ def export_model(model: keras.Model, class_names: list[str], image_size: int,
 
         def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
             """from_examples: serialized tf.Examples -> predict's outputs + positive_probability."""
-            parsed = tf.io.parse_example(examples, image_feature_spec())
-            outputs = predict(parsed[F.IMAGE_KEY])
+            parsed = tf.io.parse_example(examples, feature_spec(features.IMAGE_KEY))
+            outputs = predict(parsed[features.IMAGE_KEY])
             if binary:
                 outputs[POSITIVE_PROBABILITY] = outputs[PROBABILITIES][:, 1]
             return outputs

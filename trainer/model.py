@@ -6,6 +6,8 @@ import os
 
 import keras
 
+from trainer.config import TrainingConfig
+
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 BASE_NAME = "mobilenetv2_base"
@@ -94,9 +96,7 @@ def build_base(image_size: int, alpha: float, base_weights: str) -> keras.Model:
     return base
 
 
-def build_model(num_classes: int, image_size: int = 160, alpha: float = 1.0,
-                base_weights: str = IMAGENET, dropout: float = 0.2, rotation: float = 0.2,
-                horizontal_flip: bool = True, seed: int = 42) -> keras.Model:
+def build_model(num_classes: int, cfg: TrainingConfig) -> keras.Model:
     """Input float32 [0, 255] images -> logits (one for two classes, else one per class).
 
     Augmentation and MobileNetV2's rescaling to [-1, 1] are layers of the model, so serving
@@ -104,35 +104,30 @@ def build_model(num_classes: int, image_size: int = 160, alpha: float = 1.0,
 
     Args:
       num_classes: the number of classes, at least two.
-      image_size: the input side, in pixels.
-      alpha: MobileNetV2's width multiplier.
-      base_weights: "imagenet", "none", or the path of a MobileNetV2 no-top .h5.
-      dropout: the dropout rate before the logits layer.
-      rotation: the random rotation range, as a fraction of a full turn; 0 disables it.
-      horizontal_flip: randomly flip images horizontally in training.
-      seed: the seed of the augmentation and dropout layers.
+      cfg: the knobs used here: image_size, alpha, base_weights, dropout, rotation,
+        horizontal_flip, seed.
 
     Returns:
       The uncompiled model, its base frozen.
 
     Raises:
-      ValueError: num_classes is below two.
+      ValueError: fewer than two classes.
       WeightsError: the base weights cannot be loaded.
     """
     if num_classes < 2:
         raise ValueError("need at least two classes")
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
     x = inputs
-    if horizontal_flip:
-        x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
-    if rotation:
-        x = keras.layers.RandomRotation(rotation, seed=seed, name="augment_rotation")(x)
+    if cfg.horizontal_flip:
+        x = keras.layers.RandomFlip("horizontal", seed=cfg.seed, name="augment_flip")(x)
+    if cfg.rotation:
+        x = keras.layers.RandomRotation(cfg.rotation, seed=cfg.seed, name="augment_rotation")(x)
     # == keras.applications.mobilenet_v2.preprocess_input, as a layer.
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
-    base = build_base(image_size, alpha, base_weights)
+    base = build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
     x = InferenceMode(base, name=WRAPPER_NAME)(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(x)
     outputs = keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="image_classifier")
 

@@ -12,10 +12,10 @@ import keras
 import tensorflow as tf
 
 from contract.artifacts import HISTORY_FILE
-from trainer import model as M
 from trainer.config import TrainingConfig
 from trainer.data import input_fn
 from trainer.export import export_model
+from trainer.model import build_model, compile_model, is_binary, unfreeze_top
 from trainer.warmup import read_encoded_images, write_warmup_requests
 
 LOG = logging.getLogger("trainer")
@@ -30,7 +30,7 @@ def _binary_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
                      class_names: list[str], cfg: TrainingConfig, export_dir: str,
                      log_dir: str) -> dict[str, Any]:
-    """Runs both phases of the seed recipe, writes history.json and TensorBoard logs to log_dir,
+    """Runs both phases of the tutorial recipe, writes history.json and TensorBoard logs to log_dir,
     exports the SavedModel to export_dir, and returns the history.
 
     Args:
@@ -45,29 +45,27 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0.
     """
     keras.utils.set_random_seed(cfg.seed)
-    model = M.build_model(len(class_names), cfg.image_size, cfg.alpha, cfg.base_weights,
-                          cfg.dropout, cfg.rotation, cfg.horizontal_flip, cfg.seed)
-    train_ds = input_fn(train_files, cfg.image_size, cfg.batch_size, True, cfg.shuffle_buffer,
-                        cfg.seed)
-    eval_ds = input_fn(eval_files, cfg.image_size, cfg.batch_size, False)
-    if M.is_binary(model):
+    model = build_model(len(class_names), cfg)
+    train_ds = input_fn(train_files, cfg, training=True)
+    eval_ds = input_fn(eval_files, cfg, training=False)
+    if is_binary(model):
         train_ds, eval_ds = _binary_labels(train_ds), _binary_labels(eval_ds)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
     history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
 
     LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
-    M.compile_model(model, keras.optimizers.Adam(cfg.learning_rate))
+    compile_model(model, keras.optimizers.Adam(cfg.learning_rate))
     started = time.monotonic()
     h1 = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs,
                    callbacks=[tensorboard], verbose=2)
     history["phase1"] = _phase_record(h1.history, model, time.monotonic() - started)
 
     if cfg.fine_tune_epochs > 0:
-        M.unfreeze_top(model, cfg.fine_tune_at)
+        unfreeze_top(model, cfg.fine_tune_at)
         rate = cfg.learning_rate * cfg.fine_tune_lr_factor
         LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, %d epochs",
                  cfg.fine_tune_at, rate, cfg.fine_tune_epochs)
-        M.compile_model(model, keras.optimizers.RMSprop(rate))
+        compile_model(model, keras.optimizers.RMSprop(rate))
         started = time.monotonic()
         h2 = model.fit(train_ds, validation_data=eval_ds,
                        epochs=cfg.epochs + cfg.fine_tune_epochs, initial_epoch=cfg.epochs,

@@ -16,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from contract.features import IMAGE_KEY
 from contract.interface import IMAGES_INPUT, SERVING_SIGNATURE, WARMUP_FILE
-from trainer.data import image_feature_spec, record_dataset
+from trainer.data import feature_spec, record_dataset
 
 WARMUP_IMAGES = 4  # TF Serving caps the file at 1000 records; a few warm the graph up
 
@@ -70,5 +70,5 @@ def read_encoded_images(file_patterns: list[str] | str, count: int = WARMUP_IMAG
       The encoded bytes of the `image` feature of the first `count` examples.
     """
     records = record_dataset(file_patterns).take(count)
-    return [tf.io.parse_single_example(r, image_feature_spec())[IMAGE_KEY].numpy()
+    return [tf.io.parse_single_example(r, feature_spec(IMAGE_KEY))[IMAGE_KEY].numpy()
             for r in records]

@@ -1,4 +1,4 @@
-"""python -m serving.server --model-base-path DIR [--model-config-file FILE] ..."""
+"""`python -m serving.server`, the same as `tfx-image-transfer-server --model-base-path DIR`."""
 
 import sys
 

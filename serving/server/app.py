@@ -1,5 +1,6 @@
 """The local server: the core behind a gRPC server and a REST server, started and stopped
-together, and its command line (`python -m serving.server`; tests run it in-process).
+together, and its command line (`tfx-image-transfer-server`, or `python -m serving.server`;
+tests run it in-process).
 
 Flags follow tensorflow_model_server's where it has them: --grpc-port (--port), --rest-port
 (--rest_api_port), --model-name, --model-base-path, --model-config-file (version policy and
@@ -87,7 +88,7 @@ class LocalServer:
 def build_parser() -> argparse.ArgumentParser:
     """The command line's flags."""
     parser = argparse.ArgumentParser(
-        prog="python -m serving.server",
+        prog="tfx-image-transfer-server",
         description="Development server speaking TF Serving's gRPC and REST APIs for one model "
                     "(production: the tensorflow/serving image, see serving/docker-compose.yml).")
     parser.add_argument("--model-base-path", required=True,
