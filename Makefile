@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (tfx-image-transfer, pipeline/run_local.py)"
 	@echo "make test [PYTEST_ARGS=...]          the test suite (offline, on ../shared mini data)"
-	@echo "make test-fast                       the unit tests only (no pipeline run)"
+	@echo "make test-fast                       the unit tests only: no pipeline run, no model export"
 	@echo "make lint                            ruff"
 	@echo "make env                             build the environment only"
 
@@ -24,7 +24,7 @@ test:
 	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
 
 test-fast:
-	$(IN_ENV) python -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(IN_ENV) python -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint:
 	$(IN_ENV) ruff check .

@@ -36,6 +36,18 @@ SMALL_ALPHA = 0.35
 SMALL_IMAGE_SIZE = 96
 
 
+# Fixtures that export models: a test using any of them is slow (`make test-fast` skips it).
+_MODEL_FIXTURES = {"exported_model", "server", "reference", "binary", "lenient_export",
+                   "second_export"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the tests that need exported models as slow (the e2e ones are marked by hand)."""
+    for item in items:
+        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     missing = [p for p in (MINI, WEIGHTS, SMALL_WEIGHTS) if not p.exists()]
     if missing:

@@ -142,6 +142,7 @@ def test_saved_model_cli_run_answers_like_the_session(binary, tmp_path):
     np.testing.assert_array_equal(np.load(out / f"{CLASS_INDEX}.npy"), expected[CLASS_INDEX])
 
 
+@pytest.mark.slow
 def test_multiclass_export_names_classes_from_whole_label_lines(tmp_path):
     classes = ["golden retriever", "persian cat", "tabby"]
     keras.utils.set_random_seed(5)
@@ -177,6 +178,7 @@ def test_the_project_loader_replays_the_warmup_file_and_rejects_bad_bytes(binary
         load_like_tf_serving(str(version))
 
 
+@pytest.mark.slow
 def test_an_export_tf_serving_rejects_is_rejected_by_the_session_path(tmp_path):
     """The regression this file guards: a Keras 3 model saved inside a tf.Module loads in TF2
     but not in a session (tensorflow/serving#2226)."""

@@ -318,6 +318,7 @@ def test_help_lists_the_config_flags_of_run_local_plus_the_kubeflow_ones():
     assert option_strings(kubeflow.stdout) == config_flags | {"--help"} | KUBEFLOW_FLAGS
 
 
+@pytest.mark.slow
 def test_cli_compiles_a_yaml_spec(tmp_path):
     examples = fake_examples_dir(tmp_path / "examples", ["ants", "bees", "wasps"])
     out = tmp_path / "specs" / "tfx-image-transfer.yaml"
@@ -436,6 +437,7 @@ def test_image_installs_what_scripts_in_env_installs():
     assert allowed == top_level | {"requirements.lock", "env/system-packages.txt"}
 
 
+@pytest.mark.slow
 def test_without_baseline_the_spec_has_no_resolver_tasks(tmp_path):
     examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
     result = run_kubeflow_cli("--image", IMAGE, "--examples-dir", examples,

@@ -157,6 +157,7 @@ def test_help_lists_every_flag():
         assert flag in result.stdout
 
 
+@pytest.mark.slow
 def test_offline_defaults_fail_with_a_message_naming_the_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached download
     no_data = run_local("--output-dir", str(tmp_path / "a"))

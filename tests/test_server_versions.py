@@ -42,6 +42,7 @@ from tests.conftest import (
     SMALL_IMAGE_SIZE,
     export_untrained,
     small_model_config,
+    validation_photos,
 )
 from tests.lenient_export import export_lenient_only
 from tests.serving_helpers import (
@@ -50,7 +51,6 @@ from tests.serving_helpers import (
     free_port,
     grpc_request,
     in_process,
-    photos,
     push_version,
     rest_states,
     wait_for,
@@ -254,11 +254,6 @@ def second_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_untrained(tmp_path_factory.mktemp("second") / "1", ["CATS", "DOGS"], seed=8)
 
 
-@pytest.fixture(scope="module")
-def images() -> list[bytes]:
-    return photos()[:4]
-
-
 def lenient_version(base: Path, version: int) -> Path:
     """The export TF Serving rejects, with the warmup file every export carries: TF Serving
     replays it at load, where the missing variables fail (without one, the version would be
@@ -266,7 +261,7 @@ def lenient_version(base: Path, version: int) -> Path:
     keras.utils.set_random_seed(1)
     model = build_model(2, small_model_config())
     staging = export_lenient_only(model, SMALL_IMAGE_SIZE, str(base.parent / "lenient"))
-    write_warmup_requests(staging, photos()[:1], MODEL_NAME)
+    write_warmup_requests(staging, [validation_photos()[0][0].read_bytes()], MODEL_NAME)
     shutil.copytree(staging, base / str(version))
     return base / str(version)
 
