@@ -1,4 +1,4 @@
-# The image every Kubeflow component runs in (pipeline/run_kubeflow.py --image). It installs
+# The image every Kubeflow component runs in (tfx-image-transfer-kubeflow --image). It installs
 # the environment the way scripts/in-env builds its Debian 13 root filesystem: the same system
 # package list, the same lock file, the same pip command.
 #
