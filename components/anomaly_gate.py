@@ -21,7 +21,15 @@ class DataAnomaliesError(RuntimeError):
 
 
 def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
-    """One line per anomaly: '<split>: <feature>: <short description> (<details>)'."""
+    """One line per anomaly: '<split>: <feature>: <short description> (<details>)'.
+
+    Args:
+      anomalies_uri: the ExampleAnomalies artifact's uri.
+      split_names: the splits to read (Split-<name>/SchemaDiff.pb each).
+
+    Returns:
+      The lines, by split then feature; empty if there is no anomaly.
+    """
     problems = []
     for split in split_names:
         path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
@@ -38,7 +46,14 @@ def describe_anomalies(anomalies_uri: str, split_names: list[str]) -> list[str]:
 
 @component
 def AnomalyGate(anomalies: InputArtifact[ExampleAnomalies]) -> None:  # noqa: N802 (TFX style)
-    """Fails (stopping everything downstream) if ExampleValidator found any anomaly."""
+    """Fails (stopping everything downstream) if ExampleValidator found any anomaly.
+
+    Args:
+      anomalies: ExampleValidator's ExampleAnomalies.
+
+    Raises:
+      DataAnomaliesError: a split has an anomaly; the message lists them all.
+    """
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     problems = describe_anomalies(anomalies.uri, splits)
     if problems:

@@ -21,7 +21,14 @@ from tfx.utils import io_utils, proto_utils
 
 
 def saved_model_digest(model_dir: str) -> str:
-    """SHA-256 over a SavedModel's files (graph, variables, assets), by relative path."""
+    """SHA-256 over a SavedModel's files (graph, variables, assets), by relative path.
+
+    Args:
+      model_dir: the SavedModel directory (local or a tf.io.gfile URI).
+
+    Returns:
+      The digest, 64 hex digits.
+    """
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in tf.io.gfile.walk(model_dir):
         dirnames.sort()
@@ -34,7 +41,15 @@ def saved_model_digest(model_dir: str) -> str:
 
 
 def find_served_copy(model_dir: str, base_directory: str) -> str | None:
-    """The version directory under base_directory holding the same model, if any."""
+    """The version directory under base_directory holding the same model, if any.
+
+    Args:
+      model_dir: the SavedModel to push.
+      base_directory: the Pusher's destination (numeric version directories).
+
+    Returns:
+      The newest version directory with the same saved_model_digest, or None.
+    """
     if not tf.io.gfile.isdir(base_directory):
         return None
     digest = saved_model_digest(model_dir)
@@ -52,6 +67,7 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        """Pushes like the stock executor, or records an identical served version as pushed."""
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(
             exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)

@@ -44,7 +44,15 @@ class RunReport(Artifact):
 
 
 def read_split(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, list[str]]:
-    """Encoded images, labels and paths of one split of an Examples artifact."""
+    """Encoded images, labels and paths of one split of an Examples artifact.
+
+    Args:
+      examples_uri: the Examples artifact's uri.
+      split: the split name, e.g. "test".
+
+    Returns:
+      The encoded images, the labels (int64 [N]) and the source paths, in record order.
+    """
     spec = feature_spec(features.IMAGE_KEY, features.LABEL_KEY, features.PATH_KEY)
     images, labels, paths = [], [], []
     for record in record_dataset(os.path.join(examples_uri, f"Split-{split}", "*")):
@@ -56,7 +64,15 @@ def read_split(examples_uri: str, split: str) -> tuple[list[bytes], np.ndarray, 
 
 
 def predict(model_dir: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]:
-    """Probabilities [N, classes] from the serving signature, and the class names."""
+    """Probabilities [N, classes] from the serving signature, and the class names.
+
+    Args:
+      model_dir: the SavedModel directory (serving signature and labels asset).
+      images: encoded images, sent in batches of 64.
+
+    Returns:
+      The probabilities (float32 [N, classes]) and the class names by index.
+    """
     loaded = tf.saved_model.load(model_dir)
     serve = loaded.signatures[SERVING_SIGNATURE]
     chunks = [serve(images=tf.constant(images[i:i + _PREDICT_BATCH]))[PROBABILITIES].numpy()
@@ -67,7 +83,16 @@ def predict(model_dir: str, images: list[bytes]) -> tuple[np.ndarray, list[str]]
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts [true class, predicted class]."""
+    """Counts [true class, predicted class].
+
+    Args:
+      labels: the true class indices, int [N].
+      predicted: the predicted class indices, int [N].
+      num_classes: the number of classes.
+
+    Returns:
+      The counts, int64 [num_classes, num_classes].
+    """
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     return matrix
@@ -84,7 +109,16 @@ def _figure():
 
 def draw_samples(path: str, images: list[bytes], labels: np.ndarray, probabilities: np.ndarray,
                  classes: list[str], count: int) -> None:
-    """A grid of up to `count` test photos titled 'true -> predicted (p)'."""
+    """A grid of up to `count` test photos titled 'true -> predicted (p)'.
+
+    Args:
+      path: the PNG file to write.
+      images: encoded images.
+      labels: their true class indices, int [N].
+      probabilities: their predicted probabilities, float [N, classes].
+      classes: the class names by index.
+      count: the most photos to draw (four per row).
+    """
     plt = _figure()
     count = min(count, len(images))
     cols = min(4, count)
@@ -103,7 +137,13 @@ def draw_samples(path: str, images: list[bytes], labels: np.ndarray, probabiliti
 
 
 def draw_learning_curves(path: str, history: dict) -> None:
-    """Accuracy and loss per epoch, train and validation, both phases."""
+    """Accuracy and loss per epoch, train and validation, both phases.
+
+    Args:
+      path: the PNG file to write.
+      history: the Trainer's history: {"phase1", "phase2" (if it ran): {"history": {metric:
+        [value per epoch]}}}.
+    """
     plt = _figure()
     phases = [history[p]["history"] for p in ("phase1", "phase2") if p in history]
     series = {k: sum((h.get(k, []) for h in phases), []) for k in
@@ -127,6 +167,13 @@ def draw_learning_curves(path: str, history: dict) -> None:
 
 
 def draw_confusion_matrix(path: str, matrix: np.ndarray, classes: list[str]) -> None:
+    """The test split's counts as a labelled grid, true class by row, predicted by column.
+
+    Args:
+      path: the PNG file to write.
+      matrix: the counts [true class, predicted class], from confusion_matrix.
+      classes: the class names by index.
+    """
     plt = _figure()
     size = max(3.5, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -145,7 +192,15 @@ def draw_confusion_matrix(path: str, matrix: np.ndarray, classes: list[str]) -> 
 
 
 def write_html(out_dir: str, numbers: dict) -> str:
-    """index.html with the numbers and the pictures inlined (one self-contained file)."""
+    """index.html with the numbers and the pictures inlined (one self-contained file).
+
+    Args:
+      out_dir: the report folder, holding the PICTURES.
+      numbers: the report's numbers (build_report); its "summary" becomes the table.
+
+    Returns:
+      The path of index.html.
+    """
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
                    for k, v in numbers["summary"].items())
     pictures = ""
@@ -168,8 +223,19 @@ def build_report(examples_uri: str, model_dir: str, history: dict, blessed: bool
                  serving_check: dict | None = None) -> dict:
     """Writes the pictures, report.json and index.html into out_dir; returns the numbers.
 
-    `serving_check` is the check's `blessing_entry` (None: no check ran); the page says
-    whether TF Serving would serve the model, and if not, why.
+    Args:
+      examples_uri: the Examples artifact's uri; its test split is predicted.
+      model_dir: the SavedModel to predict with, through its serving signature.
+      history: the Trainer's history (see draw_learning_curves).
+      blessed: the Evaluator's verdict (None: unknown).
+      out_dir: the report folder (created if missing).
+      num_samples: photos in samples.png.
+      serving_check: the check's `blessing_entry` (None: no check ran); the page says
+        whether TF Serving would serve the model, and if not, why.
+
+    Returns:
+      The numbers in report.json: "summary" (the page's table), "confusion_matrix" and
+      "misclassified" ({"path", "true", "predicted"} per wrong test image).
     """
     tf.io.gfile.makedirs(out_dir)
     images, labels, paths = read_split(examples_uri, "test")
@@ -209,7 +275,17 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
     num_samples: Parameter[int] = 16,
 ) -> None:
     """Pictures (samples, learning curves, confusion matrix) and an HTML page for the run;
-    `serving_check` is the blessing of the ServingCheck (or InfraValidator)."""
+    `serving_check` is the blessing of the ServingCheck (or InfraValidator).
+
+    Args:
+      examples: the Examples; the report predicts its test split.
+      model: the Trainer's Model (its serving SavedModel).
+      model_run: the Trainer's ModelRun (the training history).
+      blessing: the Evaluator's ModelBlessing.
+      serving_check: the ServingCheck's (or InfraValidator's) InfraBlessing.
+      report: the output folder: index.html, report.json and the pictures.
+      num_samples: photos in samples.png.
+    """
     with tf.io.gfile.GFile(os.path.join(model_run.uri, HISTORY_FILE)) as f:
         history = json.load(f)
     blessed = bool(blessing.get_int_custom_property("blessed"))

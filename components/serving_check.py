@@ -174,6 +174,7 @@ def blessing_entry(blessing: types.Artifact) -> dict[str, Any]:
        "requests": int | None}; None where the producer did not record it (InfraValidator).
     """
     def recorded(key: str, get: Callable[[str], Any]) -> Any:
+        """The custom property `key` read with `get`, or None if it is not set."""
         return get(key) if blessing.has_custom_property(key) else None
 
     return {"blessed": bool(blessing.get_int_custom_property(BLESSED_KEY)),
@@ -212,14 +213,21 @@ def ServingCheck(  # noqa: N802 (TFX component names are classes)
 ) -> None:
     """Blesses the model if TF Serving would load it and answer real requests.
 
-    `code_fingerprint` (a hash of the loader's sources) only enters the cache key, so that a
-    changed loader checks the model again.
+    Args:
+      model: the Trainer's Model.
+      examples: the Examples; the requests come from its test split.
+      blessing: the InfraBlessing to mark (blessed or not, with the reason).
+      num_examples: test examples: one images request holds them, then one from_examples
+        request each.
+      code_fingerprint: a hash of the loader's sources; it only enters the cache key, so that
+        a changed loader checks the model again.
     """
     del code_fingerprint  # the cache key's business only
     model_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     split = os.path.join(artifact_utils.get_split_uri([examples], CHECK_SPLIT), "*")
 
     def requests() -> Iterator[predict_pb2.PredictRequest]:
+        """The images request, then the from_examples requests (built after it passed)."""
         yield images_request(read_encoded_images(split, num_examples))
         yield from example_requests(model, examples, num_examples)  # built once the first passed
 
@@ -261,6 +269,7 @@ class KubeflowInfraValidatorExecutor(infra_validator_executor.Executor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]],  # noqa: N802 (TFX's name)
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        """Sets KFP_NAMESPACE if it is unset, then runs TFX's InfraValidator executor."""
         ensure_kfp_namespace()
         super().Do(input_dict, output_dict, exec_properties)
 

@@ -141,30 +141,60 @@ class PipelineConfig:
     # Derived locations: one place decides the output layout.
     @property
     def pipeline_root(self) -> str:
+        """Where TFX writes the components' artifacts.
+
+        Returns:
+          <output_dir>/pipeline_root.
+        """
         return os.path.join(self.output_dir, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
+        """The local runner's ML Metadata store.
+
+        Returns:
+          <output_dir>/metadata.sqlite.
+        """
         return os.path.join(self.output_dir, "metadata.sqlite")
 
     @property
     def tfrecords_dir(self) -> str:
+        """Where ingestion writes the converted TFRecords (one folder per conversion).
+
+        Returns:
+          <output_dir>/tfrecords.
+        """
         return os.path.join(self.output_dir, "tfrecords")
 
     @property
     def serving_model_dir(self) -> str:
-        """Where the Pusher writes: <serving_dir>/<model_name>/<version>/."""
+        """Where the Pusher writes: <serving_dir>/<model_name>/<version>/.
+
+        Returns:
+          <serving_dir>/<model_name>; serving_dir defaults to <output_dir>/serving.
+        """
         return os.path.join(self.serving_dir or os.path.join(self.output_dir, "serving"),
                             self.model_name)
 
     def training_config(self) -> TrainingConfig:
-        """The knobs the Trainer needs (passed to it as JSON in custom_config)."""
+        """The knobs the Trainer needs (passed to it as JSON in custom_config).
+
+        Returns:
+          A TrainingConfig with this config's values of its fields.
+        """
         return TrainingConfig(**{k: getattr(self, k) for k in TrainingConfig.field_names()})
 
 
 def absolute(path: str) -> str:
     """Remote URIs unchanged, local paths absolute (artifact URIs and pods must not depend on
-    the working directory)."""
+    the working directory).
+
+    Args:
+      path: a local path or a URI with a scheme (gs://, s3://, ...).
+
+    Returns:
+      The URI as it is, or the absolute path.
+    """
     return path if "://" in path else os.path.abspath(path)
 
 
@@ -179,7 +209,11 @@ _FLAG_GROUPS = {"data_dir": "data and outputs", "eval_fraction": "ingestion",
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds one flag per PipelineConfig field (defaults and help from the dataclass)."""
+    """Adds one flag per PipelineConfig field (defaults and help from the dataclass).
+
+    Args:
+      parser: the parser to add them to, in --help sections; booleans get --x/--no-x.
+    """
     group: Any = parser
     for f in dataclasses.fields(PipelineConfig):
         if f.name in _FLAG_GROUPS:
@@ -204,7 +238,18 @@ def _field_type(f: dataclasses.Field) -> type:
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> PipelineConfig:
-    """Builds the config from parsed flags (only the fields the parser defined)."""
+    """Builds the config from parsed flags (only the fields the parser defined).
+
+    Args:
+      args: the parsed flags (add_flags); attributes that are no field are ignored.
+      **overrides: field values that replace the flags' (e.g. absolute paths).
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: the values fail PipelineConfig's checks.
+    """
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(overrides)

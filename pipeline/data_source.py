@@ -16,7 +16,18 @@ class DataSourceError(RuntimeError):
 
 
 def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
-    """data_dir itself, or the extracted cats_and_dogs_filtered folder (downloaded once)."""
+    """data_dir itself, or the extracted cats_and_dogs_filtered folder (downloaded once).
+
+    Args:
+      data_dir: the image folder, or None for the tutorial's archive.
+      cache_dir: where Keras caches the download (default: Keras' cache, ~/.keras).
+
+    Returns:
+      data_dir, or the extracted folder (the one holding train/).
+
+    Raises:
+      DataSourceError: the archive cannot be downloaded, or holds no train/ folder.
+    """
     if data_dir:
         return data_dir
     import keras
@@ -39,7 +50,15 @@ def resolve_data_dir(data_dir: str | None, cache_dir: str | None = None) -> str:
 
 def ingest(cfg: PipelineConfig, beam_args: list[str]) -> IngestResult:
     """The runners' first step: cfg.data_dir (or the tutorial download) -> TFRecords in
-    cfg.tfrecords_dir, reusing an unchanged earlier conversion; prints one line."""
+    cfg.tfrecords_dir, reusing an unchanged earlier conversion; prints one line.
+
+    Args:
+      cfg: the run's config (data_dir, tfrecords_dir and the split settings).
+      beam_args: Beam pipeline options for the conversion job.
+
+    Returns:
+      The conversion's result: output_dir, whether it was reused, its report and seconds.
+    """
     from ingestion.convert import SplitSettings, convert_image_tree, summarize
 
     result = convert_image_tree(resolve_data_dir(cfg.data_dir), cfg.tfrecords_dir,

@@ -59,19 +59,35 @@ def trainer_code_fingerprint() -> str:
     The Trainer runs `run_fn` by import path, so TFX's cache key does not see code changes;
     passing this hash in custom_config makes a changed trainer retrain instead of reusing a
     stale cached model.
+
+    Returns:
+      16 hex digits.
     """
     return source_fingerprint("trainer/*.py", "contract/*.py")
 
 
 def serving_check_fingerprint() -> str:
     """Hash of the serving check's sources (the check and the TF-Serving-style loader), for
-    the same reason: a changed loader checks a cached model again."""
+    the same reason: a changed loader checks a cached model again.
+
+    Returns:
+      16 hex digits.
+    """
     return source_fingerprint("components/serving_check.py", "serving/server/loader.py",
                               "serving/errors.py")
 
 
 def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
-    """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion."""
+    """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion.
+
+    Args:
+      cfg: the run's config (min_accuracy and max_accuracy_drop gate the accuracy).
+      num_classes: 2 evaluates the positive-class probability with binary metrics; more,
+        the probabilities with multi-class ones (one-vs-rest, macro-averaged).
+
+    Returns:
+      The Evaluator's EvalConfig: the overall slice and one slice per label name.
+    """
     binary = num_classes == 2
     model_spec = config_pb2.ModelSpec(
         signature_name=EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
@@ -124,6 +140,9 @@ def serving_check_component(mode: str, model: tfx.dsl.Channel, examples: tfx.dsl
 
     Returns:
       The component, with id "ServingCheck" or "InfraValidator".
+
+    Raises:
+      ValueError: mode is neither.
     """
     if mode == SESSION_CHECK:
         return ServingCheck(model=model, examples=examples, num_examples=CHECK_EXAMPLES,
@@ -153,8 +172,18 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
                     serving_check: str = SESSION_CHECK) -> tfx.dsl.Pipeline:
     """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see ingestion).
 
-    `serving_check` picks the step whose InfraBlessing gates the push beside the Evaluator's
-    blessing (see `serving_check_component`).
+    Args:
+      cfg: the run's config.
+      examples_dir: the converted TFRecords (a folder ingestion wrote).
+      class_names: the class names by label index.
+      metadata_path: the SQLite ML Metadata file; None leaves the connection to the runner
+        (Kubeflow).
+      beam_pipeline_args: Beam options for the components that run Beam.
+      serving_check: picks the step whose InfraBlessing gates the push beside the
+        Evaluator's blessing (see `serving_check_component`).
+
+    Returns:
+      The TFX pipeline, for any runner.
     """
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,

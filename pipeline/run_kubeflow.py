@@ -34,7 +34,11 @@ class ExamplesDirError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """run_local.py's flags (one per config knob) plus the Kubeflow-only ones."""
+    """run_local.py's flags (one per config knob) plus the Kubeflow-only ones.
+
+    Returns:
+      The parser; arguments it does not know are Beam's (parse_known_args).
+    """
     parser = argparse.ArgumentParser(
         description="Compile the TFX pipeline for Kubeflow Pipelines and optionally start a run. "
                     "Arguments not listed here go to the Beam job that converts --data-dir.")
@@ -69,7 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_class_names(examples_dir: str) -> list[str]:
-    """Class names from the labels.txt that ingestion writes beside the splits."""
+    """Class names from the labels.txt that ingestion writes beside the splits.
+
+    Args:
+      examples_dir: a folder ingestion wrote (labels.txt, train/, eval/, test/).
+
+    Returns:
+      The class names by label index.
+
+    Raises:
+      ExamplesDirError: labels.txt or a split folder is missing, or it lists under 2 classes.
+    """
     import tensorflow as tf
 
     from contract import features
@@ -96,9 +110,18 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
                      serving_check: str = SESSION_CHECK) -> str:
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
 
-    YAML holds the PipelineSpec (what kfp.Client and the Kubeflow UI take), JSON the whole
-    PipelineJob (Vertex AI's format). Both name pipeline_root (default cfg.pipeline_root).
-    serving_check is "session" (ServingCheck) or "kubernetes" (TFX's InfraValidator).
+    Args:
+      cfg: the run's config.
+      examples_dir: the converted TFRecords, as the pods see them.
+      class_names: the class names by label index.
+      image: the container image every component runs in.
+      output_file: .yaml or .yml for the PipelineSpec (what kfp.Client and the Kubeflow UI
+        take), anything else (.json) for the whole PipelineJob (Vertex AI's format).
+      pipeline_root: the artifacts' root, named in both (default cfg.pipeline_root).
+      serving_check: "session" (ServingCheck) or "kubernetes" (TFX's InfraValidator).
+
+    Returns:
+      output_file.
     """
     import tensorflow as tf
     import yaml
@@ -130,7 +153,16 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
 
 
 def submit(package: str, host: str | None, pipeline_root: str) -> str:
-    """Uploads a compiled YAML package, starts a run and returns its id."""
+    """Uploads a compiled YAML package, starts a run and returns its id.
+
+    Args:
+      package: the compiled PipelineSpec (.yaml).
+      host: the Kubeflow Pipelines API endpoint; None for the in-cluster one.
+      pipeline_root: the run's artifact root.
+
+    Returns:
+      The run id.
+    """
     import kfp
 
     result = kfp.Client(host=host).create_run_from_pipeline_package(
@@ -156,7 +188,16 @@ def _check_kubeflow_args(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Flags -> config -> examples (given, or converted now) -> spec file [-> run]."""
+    """Flags -> config -> examples (given, or converted now) -> spec file [-> run].
+
+    Args:
+      argv: the arguments after the program name (default: sys.argv[1:]); unknown ones go
+        to the Beam conversion job.
+
+    Returns:
+      The exit status: 0, or 2 if the examples or the data cannot be had. Bad flags exit
+      with a usage error (status 2).
+    """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     output_file = _check_kubeflow_args(parser, args, beam_args)

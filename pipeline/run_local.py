@@ -23,7 +23,15 @@ from pipeline.config import (
 
 
 def parse_args(argv: list[str] | None = None) -> PipelineConfig:
-    """Flags (one per config knob) -> PipelineConfig."""
+    """Flags (one per config knob) -> PipelineConfig.
+
+    Args:
+      argv: the arguments after the program name (default: sys.argv[1:]).
+
+    Returns:
+      The config, output and serving dirs made absolute. Bad flags or values exit with a
+      usage error (status 2).
+    """
     parser = argparse.ArgumentParser(
         description="Train, evaluate and push an image classifier with TFX, locally.")
     add_flags(parser)
@@ -46,6 +54,7 @@ class _ProgressOnly(logging.Filter):
     """Keeps TFX's component start/finish lines and real warnings; drops proto dumps."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to log the record: warnings and component lines, minus known noise."""
         message = str(record.msg)
         if message.startswith(_KNOWN_NOISE) or "tf_record_iterator" in message:
             return False
@@ -64,7 +73,15 @@ def configure_logging() -> None:
 
 
 def run(cfg: PipelineConfig) -> dict:
-    """Ingests, runs the pipeline with LocalDagRunner and returns the run summary."""
+    """Ingests, runs the pipeline with LocalDagRunner and returns the run summary.
+
+    Args:
+      cfg: the run's config.
+
+    Returns:
+      The summary (collect_summary) with "error": None, or "<Type>: <message>" if the
+      pipeline run failed.
+    """
     from tfx import v1 as tfx
 
     from ingestion.beam_options import beam_pipeline_args
@@ -94,6 +111,15 @@ def run(cfg: PipelineConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the pipeline locally, prints the run summary and writes run_summary.json.
+
+    Args:
+      argv: the arguments after the program name (default: sys.argv[1:]).
+
+    Returns:
+      The exit status: 0 on success, 1 if the pipeline failed, 2 if the data, its conversion
+      or the base weights cannot be had.
+    """
     cfg = parse_args(argv)
     configure_logging()
     from ingestion.convert import IngestError

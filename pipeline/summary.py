@@ -56,7 +56,14 @@ def _outputs(store: metadata_store.MetadataStore, execution_id: int) -> list:
 
 
 def overall_metrics(evaluation_uri: str) -> dict[str, float]:
-    """The overall-slice TFMA metrics of an Evaluator output, as {name: value}."""
+    """The overall-slice TFMA metrics of an Evaluator output, as {name: value}.
+
+    Args:
+      evaluation_uri: the ModelEvaluation artifact's uri.
+
+    Returns:
+      The metrics with a double value; empty if there is no overall slice.
+    """
     import tensorflow_model_analysis as tfma
 
     result = tfma.load_eval_result(evaluation_uri)
@@ -81,6 +88,16 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
     `serving_check` is None when no check ran, else {"component": "ServingCheck" or
     "InfraValidator", "blessed": bool, "reason": str | None (why not blessed),
     "warmup_requests" and "requests": int | None (None from InfraValidator)}.
+
+    Args:
+      cfg: the run's config (metadata_path and pipeline_name find the run).
+      ingested: the ingestion step's result.
+      total_seconds: the run's wall time, in seconds.
+
+    Returns:
+      The summary: ingestion, components (status, seconds), phase1/phase2_val_accuracy,
+      test_metrics, blessed, serving_check, pushed_to, report and total_seconds; without a
+      metadata store, no components and None for the results.
     """
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
@@ -156,7 +173,14 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The human-readable table printed at the end of a run."""
+    """The human-readable table printed at the end of a run.
+
+    Args:
+      summary: the run summary (collect_summary).
+
+    Returns:
+      The text, one line per step, then the results.
+    """
     lines = ["", "=== run summary ==="]
     ing = summary["ingestion"]
     lines.append(f"{'ingestion':<30} {'reused' if ing['reused'] else 'converted':>9}  "
@@ -190,7 +214,15 @@ def _why_not_pushed(summary: dict[str, Any]) -> str:
 
 
 def write_summary(cfg: PipelineConfig, summary: dict[str, Any]) -> str:
-    """Writes run_summary.json into the output dir and returns its path."""
+    """Writes run_summary.json into the output dir and returns its path.
+
+    Args:
+      cfg: the run's config (output_dir).
+      summary: the run summary, JSON-serializable.
+
+    Returns:
+      The path of run_summary.json.
+    """
     path = os.path.join(cfg.output_dir, SUMMARY_FILE)
     tf.io.gfile.makedirs(cfg.output_dir)
     with tf.io.gfile.GFile(path, "w") as f:

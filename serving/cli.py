@@ -31,6 +31,11 @@ from serving.errors import ServingError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The client's command line: the predict, status and metadata subcommands.
+
+    Returns:
+      The parser; its Namespace has `command`, the target options and, for predict, `images`.
+    """
     common = argparse.ArgumentParser(add_help=False)
     target = common.add_mutually_exclusive_group()
     target.add_argument("--grpc", metavar="HOST:PORT",
@@ -76,7 +81,15 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def make_client(args: argparse.Namespace) -> ServingClient:
-    """The GrpcClient or RestClient the target options name."""
+    """The GrpcClient or RestClient the target options name.
+
+    Args:
+      args: the parsed flags (build_parser); --rest picks REST, else gRPC at --grpc
+        (default localhost:8500).
+
+    Returns:
+      The client, not yet connected; close it, or use it in `with`.
+    """
     options: dict[str, Any] = {"model_name": args.model, "version": args.version,
                                "label": args.label, "timeout": args.timeout}
     if args.command == "predict":
@@ -89,7 +102,17 @@ def make_client(args: argparse.Namespace) -> ServingClient:
 
 
 def read_images(paths: Sequence[Path]) -> list[bytes]:
-    """The files' bytes (the client checks that each is an image before sending)."""
+    """The files' bytes (the client checks that each is an image before sending).
+
+    Args:
+      paths: the image files.
+
+    Returns:
+      Each file's encoded bytes, in order.
+
+    Raises:
+      ServingError: a file cannot be read.
+    """
     images = []
     for path in paths:
         try:
@@ -101,7 +124,14 @@ def read_images(paths: Sequence[Path]) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> str:
-    """Runs one command and returns what to print."""
+    """Runs one command and returns what to print.
+
+    Args:
+      args: the parsed flags (build_parser).
+
+    Returns:
+      The output: one line per image or version, or the metadata summary; JSON with --json.
+    """
     images = read_images(args.images) if args.command == "predict" else []
     with make_client(args) as client:
         if args.command == "predict":
@@ -124,7 +154,15 @@ def run(args: argparse.Namespace) -> str:
 
 
 def describe(metadata: dict[str, Any]) -> str:
-    """A readable summary of GetModelMetadata: version, then each signature's inputs/outputs."""
+    """A readable summary of GetModelMetadata: version, then each signature's inputs/outputs.
+
+    Args:
+      metadata: GetModelMetadata as ServingClient.metadata returns it.
+
+    Returns:
+      "<model> version <n>", then one line per signature (__saved_model_init_op left out):
+      "  <name>: <alias> <dtype>[<dims>], ... -> <outputs>", unknown dims as None.
+    """
     spec = metadata["model_spec"]
     lines = [f"{spec['name']} version {spec.get('version', '?')}"]
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
@@ -133,6 +171,7 @@ def describe(metadata: dict[str, Any]) -> str:
             continue
 
         def tensors(infos: dict[str, Any]) -> str:
+            """TensorInfos as "alias dtype[dims]", comma-separated, by alias."""
             return ", ".join(f"{k} {v['dtype'].removeprefix('DT_').lower()}"
                              f"{_shape(v.get('tensor_shape', {}))}"
                              for k, v in sorted(infos.items()))
@@ -150,7 +189,15 @@ def _shape(shape: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses argv, runs the command; 0 on success, 1 on a serving error, 2 on bad usage."""
+    """Parses argv, runs the command and prints its output (an error to stderr).
+
+    Args:
+      argv: the arguments after the program name (default: sys.argv[1:]).
+
+    Returns:
+      The exit status: 0 on success, 1 on a serving error, 130 on Ctrl-C. Bad usage exits
+      with status 2 (argparse).
+    """
     args = build_parser().parse_args(argv)
     try:
         print(run(args))

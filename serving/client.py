@@ -126,11 +126,20 @@ class ServingClient(ABC):
 
     @abstractmethod
     def status(self) -> list[VersionStatus]:
-        """The model's versions and their states (or the pinned version's)."""
+        """The model's versions and their states (or the pinned version's).
+
+        Returns:
+          One VersionStatus per version, in the server's order.
+        """
 
     @abstractmethod
     def metadata(self) -> dict[str, Any]:
-        """GetModelMetadata as TF Serving's REST API prints it: model_spec and signature_def."""
+        """GetModelMetadata as TF Serving's REST API prints it: model_spec and signature_def.
+
+        Returns:
+          {"model_spec": {...}, "metadata": {"signature_def": {"signature_def": {...}}}},
+          proto field names, every SignatureDef (__saved_model_init_op included).
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -213,6 +222,11 @@ class GrpcClient(ServingClient):
         return outputs, response.model_spec.version.value
 
     def status(self) -> list[VersionStatus]:
+        """The model's versions and their states, from ModelService.GetModelStatus.
+
+        Returns:
+          One VersionStatus per version, in the server's order.
+        """
         request = self._apis.status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec)
         response = self._call(self._model.GetModelStatus, request)
@@ -222,6 +236,11 @@ class GrpcClient(ServingClient):
                 for s in response.model_version_status]
 
     def metadata(self) -> dict[str, Any]:
+        """GetModelMetadata over gRPC, converted to the REST API's JSON.
+
+        Returns:
+          As ServingClient.metadata.
+        """
         request = self._apis.metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec)
         response = self._call(self._prediction.GetModelMetadata, request)
@@ -234,6 +253,7 @@ class GrpcClient(ServingClient):
                 "metadata": {"signature_def": to_dict(signature_map)}}
 
     def close(self) -> None:
+        """Closes the gRPC channel."""
         self._channel.close()
 
 
@@ -287,6 +307,11 @@ class RestClient(ServingClient):
         return outputs, None
 
     def status(self) -> list[VersionStatus]:
+        """The model's versions and their states, from GET /v1/models/<name>[/versions/<v>].
+
+        Returns:
+          One VersionStatus per version, in the server's order.
+        """
         payload = self._request("GET", self._model_url())
         return [VersionStatus(int(s["version"]), s["state"],
                               s.get("status", {}).get("error_code", "OK"),
@@ -294,9 +319,15 @@ class RestClient(ServingClient):
                 for s in payload.get("model_version_status", [])]
 
     def metadata(self) -> dict[str, Any]:
+        """GET /v1/models/<name>[/versions/<v>]/metadata.
+
+        Returns:
+          The server's JSON, as ServingClient.metadata describes it.
+        """
         return self._request("GET", f"{self._model_url()}/metadata")
 
     def close(self) -> None:
+        """Closes the HTTP session."""
         self._session.close()
 
 

@@ -33,6 +33,11 @@ class ServingError(Exception):
 
     @property
     def http_status(self) -> int:
+        """The HTTP status TF Serving's REST API answers for `code`.
+
+        Returns:
+          The status, e.g. 404 for NOT_FOUND; 500 for a code without one.
+        """
         return HTTP_STATUS.get(self.code, 500)
 
 
@@ -88,19 +93,44 @@ _CLASSES: dict[grpc.StatusCode, type[ServingError]] = {
 
 
 def code_name(number: int) -> str:
-    """The name of a status code number (TF Serving's StatusProto.error_code): 5 -> NOT_FOUND."""
+    """The name of a status code number (TF Serving's StatusProto.error_code): 5 -> NOT_FOUND.
+
+    Args:
+      number: a gRPC status code number (0-16).
+
+    Returns:
+      The code's name; "UNKNOWN" for a number that is no code.
+    """
     return _BY_NUMBER.get(number, StatusCode.UNKNOWN).name
 
 
 def error_for_code(code: grpc.StatusCode | int, message: str) -> ServingError:
-    """The ServingError subclass for a gRPC status code (or its number)."""
+    """The ServingError subclass for a gRPC status code (or its number).
+
+    Args:
+      code: the status code, or its number (a number that is no code means UNKNOWN).
+      message: the error message.
+
+    Returns:
+      An instance of the code's subclass (NotFound, InvalidArgument, ...), or of ServingError
+      for a code without one; its `code` is the given code.
+    """
     if isinstance(code, int):
         code = _BY_NUMBER.get(code, StatusCode.UNKNOWN)
     return _CLASSES.get(code, ServingError)(message, code)
 
 
 def error_for_http(status: int, message: str) -> ServingError:
-    """The ServingError for a TF Serving REST error answer (HTTP status + {"error": ...})."""
+    """The ServingError for a TF Serving REST error answer (HTTP status + {"error": ...}).
+
+    Args:
+      status: the HTTP status code.
+      message: the answer's "error" text.
+
+    Returns:
+      RequestTooLarge for 413; else the error of the first gRPC code (in code order) that TF
+      Serving answers with that status, UNKNOWN if none does.
+    """
     if status == PAYLOAD_TOO_LARGE:
         return RequestTooLarge(message)
     # Several codes share a status; the first (in gRPC code order) is the usual one.

@@ -55,16 +55,28 @@ class LocalServer:
 
     @property
     def grpc_address(self) -> str:
-        """host:port of the gRPC API."""
+        """host:port of the gRPC API.
+
+        Returns:
+          E.g. "127.0.0.1:8500"; the bound port when 0 was asked for.
+        """
         return f"{self.host}:{self.grpc_port}"
 
     @property
     def rest_url(self) -> str:
-        """http://host:port of the REST API."""
+        """http://host:port of the REST API.
+
+        Returns:
+          E.g. "http://127.0.0.1:8501"; the bound port when 0 was asked for.
+        """
         return f"http://{self.host}:{self.rest_port}"
 
     def start(self) -> LocalServer:
-        """Loads the current versions, then starts polling and both APIs."""
+        """Loads the current versions, then starts polling and both APIs.
+
+        Returns:
+          The server itself.
+        """
         self.store.start()
         self._grpc.start()
         self._rest_thread.start()
@@ -86,7 +98,11 @@ class LocalServer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line's flags."""
+    """The command line's flags.
+
+    Returns:
+      The parser (tensorflow_model_server's flag names where it has them).
+    """
     parser = argparse.ArgumentParser(
         prog="tfx-image-transfer-server",
         description="Development server speaking TF Serving's gRPC and REST APIs for one model "

@@ -38,7 +38,18 @@ ModelConfig = model_server_config_pb2.ModelConfig
 
 def read_model_config(path: str, model_name: str) -> ModelConfig:
     """The config of `model_name` in a models.config (ModelServerConfig, text format); its
-    version policy and labels apply (not base_path). Raises ValueError if there is none."""
+    version policy and labels apply (not base_path).
+
+    Args:
+      path: the models.config file.
+      model_name: the model whose entry is wanted.
+
+    Returns:
+      The model's ModelConfig.
+
+    Raises:
+      ValueError: the file does not parse, or has no entry for model_name.
+    """
     with open(path) as f:
         try:
             config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
@@ -52,7 +63,15 @@ def read_model_config(path: str, model_name: str) -> ModelConfig:
 
 def aspired_versions(config: ModelConfig, versions: Iterable[int]) -> set[int]:
     """The versions on disk that the model's version policy serves (as TF Serving's file
-    system source: no policy or `latest {}` means the newest one)."""
+    system source: no policy or `latest {}` means the newest one).
+
+    Args:
+      config: the model's config (its model_version_policy).
+      versions: the version numbers on disk.
+
+    Returns:
+      All of them, the specific ones present, or the newest latest.num_versions (at least 1).
+    """
     policy = config.model_version_policy
     which = policy.WhichOneof("policy_choice")
     if which == "all":
@@ -173,7 +192,11 @@ class ModelStore:
 
     @property
     def versions(self) -> list[int]:
-        """The versions ready to serve."""
+        """The versions ready to serve.
+
+        Returns:
+          The version numbers, ascending.
+        """
         with self._lock:
             return sorted(self._models)
 
@@ -223,6 +246,12 @@ class ModelStore:
                          ) -> Mapping[str, meta_graph_pb2.TensorInfo]:
         """The inputs of the signature spec names (REST reads its JSON with them).
 
+        Args:
+          spec: the request's ModelSpec; an empty signature_name means serving_default.
+
+        Returns:
+          The signature's TensorInfos by input alias.
+
         Raises:
           ServingError: as servable(), or INVALID_ARGUMENT for an unknown signature.
         """
@@ -238,6 +267,11 @@ class ModelStore:
                 ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray]]:
         """Predict on the version spec names (see SessionModel.run for the arguments).
 
+        Args:
+          spec: the request's ModelSpec (name, version or label, signature name).
+          inputs: a value per input alias (array or nested list; bytes for strings).
+          output_filter: the output aliases to fetch, each once; empty means all.
+
         Returns:
           The response's ModelSpec (name, version, signature name) and the outputs by alias.
         """
@@ -251,7 +285,21 @@ class ModelStore:
     def reject_classify_or_regress(self, spec: model_pb2.ModelSpec, method: str) -> NoReturn:
         """Classify or Regress ("classify", "regress"): TF Serving's checks of the version
         and signature (without --enable_signature_method_name_check), then UNIMPLEMENTED:
-        the local server runs Predict only. This project's signatures fail the checks."""
+        the local server runs Predict only. This project's signatures fail the checks.
+
+        Args:
+          spec: the request's ModelSpec; an empty signature_name means serving_default.
+          method: "classify" or "regress".
+
+        Returns:
+          Never: every call raises.
+
+        Raises:
+          InvalidArgument: no such signature, not one input, or not one (regress) or one or
+            two (classify) outputs.
+          Unimplemented: the signature passes the checks.
+          ServingError: as servable().
+        """
         name = spec.signature_name or SERVING_SIGNATURE
         with self.servable(spec) as (_, model):
             signature = model.signature_defs.get(name)
@@ -269,7 +317,19 @@ class ModelStore:
     def model_status(self, request: get_model_status_pb2.GetModelStatusRequest
                      ) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatus: the version asked for, or every version newest first; a version
-        label is ignored, as TF Serving ignores it."""
+        label is ignored, as TF Serving ignores it.
+
+        Args:
+          request: the GetModelStatusRequest.
+
+        Returns:
+          The response, one ModelVersionStatus (state and error) per version.
+
+        Raises:
+          InvalidArgument: the request has no model_spec.
+          NotFound: the version asked for has no state, or the model has none (e.g. an
+            unknown model name).
+        """
         if not request.HasField("model_spec"):
             raise InvalidArgument("Missing ModelSpec")
         spec = request.model_spec
@@ -287,7 +347,20 @@ class ModelStore:
 
     def model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                        ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        """GetModelMetadata: every SignatureDef of the version the request names."""
+        """GetModelMetadata: every SignatureDef of the version the request names.
+
+        Args:
+          request: the GetModelMetadataRequest; metadata_field must be ["signature_def"].
+
+        Returns:
+          The response: model_spec (name, version) and metadata["signature_def"], a packed
+          SignatureDefMap (__saved_model_init_op included).
+
+        Raises:
+          InvalidArgument: no model_spec, no metadata_field, or a field other than
+            signature_def.
+          ServingError: as servable().
+        """
         if not request.HasField("model_spec"):
             raise InvalidArgument("Missing ModelSpec")
         if not request.metadata_field:
@@ -308,7 +381,14 @@ class ModelStore:
 
 def as_serving_error(error: Exception) -> ServingError:
     """The error a request answers with: a ServingError as it is, anything else (a bug) is
-    logged and INTERNAL."""
+    logged and INTERNAL.
+
+    Args:
+      error: what the request raised.
+
+    Returns:
+      error itself if it is a ServingError, else an INTERNAL ServingError naming it.
+    """
     if isinstance(error, ServingError):
         return error
     LOG.error("request failed", exc_info=error)

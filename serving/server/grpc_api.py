@@ -29,7 +29,15 @@ _VALUE_FIELDS = {
 
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """An output array as a TensorProto with typed value fields, as TF Serving answers."""
+    """An output array as a TensorProto with typed value fields, as TF Serving answers.
+
+    Args:
+      array: the output (numpy; an object array of bytes for strings).
+
+    Returns:
+      The TensorProto: dtype, shape and the values in the dtype's field (float_val, ...);
+      tf.make_tensor_proto's (tensor_content) for other dtypes.
+    """
     dtype = tf.as_dtype(array.dtype)
     field = _VALUE_FIELDS.get(dtype.as_datatype_enum)
     if field is None:
@@ -52,6 +60,7 @@ def _answers(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def handler(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
+        """Runs method; a failure aborts the call with its status (message cut at 1024)."""
         try:
             return method(self, request)
         except Exception as e:  # every failure becomes a status
@@ -79,6 +88,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
 
     @_answers
     def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        """PredictionService.Predict: runs the signature the request's model_spec names."""
         spec = _spec_of(request)
         inputs = {alias: _from_tensor_proto(alias, t) for alias, t in request.inputs.items()}
         answered, outputs = self.store.predict(spec, inputs, request.output_filter)
@@ -89,18 +99,22 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
 
     @_answers
     def Classify(self, request: Any) -> Any:
+        """PredictionService.Classify: TF Serving's checks, then UNIMPLEMENTED."""
         self.store.reject_classify_or_regress(_spec_of(request), "classify")
 
     @_answers
     def Regress(self, request: Any) -> Any:
+        """PredictionService.Regress: TF Serving's checks, then UNIMPLEMENTED."""
         self.store.reject_classify_or_regress(_spec_of(request), "regress")
 
     @_answers
     def GetModelMetadata(self, request: Any) -> Any:
+        """PredictionService.GetModelMetadata: the version's SignatureDefs."""
         return self.store.model_metadata(request)
 
     @_answers
     def GetModelStatus(self, request: Any) -> Any:
+        """ModelService.GetModelStatus: the versions' states."""
         return self.store.model_status(request)
 
 
@@ -108,6 +122,15 @@ def create_grpc_server(store: ModelStore, address: str, max_request_bytes: int,
                        workers: int = 16) -> tuple[grpc.Server, int]:
     """A gRPC server (not started) for the store on address ("host:port", port 0 picks one)
     and its port; gRPC refuses requests above max_request_bytes (RESOURCE_EXHAUSTED).
+
+    Args:
+      store: the versions the services answer from.
+      address: "host:port" to bind.
+      max_request_bytes: the largest request message accepted, in bytes.
+      workers: threads serving calls.
+
+    Returns:
+      The server and the port it bound.
 
     Raises:
       RuntimeError: the address cannot be bound.

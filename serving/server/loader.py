@@ -91,6 +91,12 @@ class SessionModel:
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """The named SignatureDef ("" means serving_default).
 
+        Args:
+          name: the SignatureDef key.
+
+        Returns:
+          The SignatureDef.
+
         Raises:
           FailedPrecondition: no such signature (TF Serving's Predict answer).
         """

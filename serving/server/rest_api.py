@@ -42,11 +42,17 @@ def handle(store: ModelStore, method: str, path: str, body: bytes) -> bytes:
     """Answers one /v1/ request as TF Serving's HttpRestApiHandler::ProcessRequest.
 
     Args:
+      store: the versions to answer from.
+      method: the HTTP method, e.g. "POST".
       path: the request target as sent (still URL-encoded, query included).
       body: the request body, inflated if it was gzipped.
 
     Returns:
       The JSON response body; failures raise the ServingError to answer with.
+
+    Raises:
+      InvalidArgument: a version number above the int64 maximum, a GET without a model
+        name, or a method and path that no route takes ("Malformed request").
     """
     pattern = {"POST": _PREDICT, "GET": _STATUS}.get(method)
     match = pattern.fullmatch(path) if pattern else None
@@ -178,6 +184,7 @@ class RestHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
+        """Logs each request at DEBUG instead of printing it to stderr."""
         LOG.debug("%s " + format, self.address_string(), *args)
 
 

@@ -37,6 +37,12 @@ def parse_request(body: bytes) -> dict[str, Any]:
     """Parses a :predict, :classify or :regress body as TF Serving does (NaN and Infinity are
     numbers, text after the object is ignored, strings keep their bytes).
 
+    Args:
+      body: the request body (UTF-8; invalid bytes are kept as surrogates).
+
+    Returns:
+      The JSON object; of repeated keys, the first value.
+
     Raises:
       InvalidArgument: empty or malformed JSON, not an object, a non-string signature_name.
     """
@@ -58,7 +64,15 @@ def parse_request(body: bytes) -> dict[str, Any]:
 
 
 def check_examples(doc: dict[str, Any]) -> None:
-    """Checks the "examples" of a :classify or :regress body as TF Serving does."""
+    """Checks the "examples" of a :classify or :regress body as TF Serving does.
+
+    Args:
+      doc: the body, from parse_request.
+
+    Raises:
+      InvalidArgument: "context" or an example is not an object, or "examples" is missing,
+        not a list, or empty.
+    """
     examples = doc.get("examples")
     for example in [doc.get("context", {}), *(examples if isinstance(examples, list) else [])]:
         if not isinstance(example, dict):
@@ -158,6 +172,7 @@ def _tensor(value: Any, dtype: int) -> np.ndarray:
     flat: list[Any] = []
 
     def fill(item: Any, level: int) -> None:
+        """Appends item's scalars to flat, checking its nesting against shape."""
         if not isinstance(item, list):
             if level != len(shape):
                 raise InvalidArgument(f"JSON Value: {_debug(item)} found at incorrect level: "
@@ -214,12 +229,20 @@ def encode_outputs(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes
     """The :predict answer: {"predictions": rows} for "instances" requests, else
     {"outputs": columns}; one output unnamed; string outputs named *_bytes as base64.
 
+    Args:
+      outputs: the output arrays by alias (bytes objects for strings).
+      row_format: True for "predictions" rows (the request used "instances").
+
+    Returns:
+      The JSON body, UTF-8 (strings keep their bytes).
+
     Raises:
       InvalidArgument: rows of a scalar output, or of outputs of different batch sizes.
     """
     names = sorted(outputs)
 
     def value(items: dict[str, str]) -> str:  # one output unnamed, several as an object
+        """One JSON value from the outputs' JSON texts by name."""
         if len(items) == 1:
             return next(iter(items.values()))
         return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in items.items()) + "}"
@@ -256,7 +279,15 @@ def _json(array: Any, binary: bool) -> str:
 
 def format_float(value: float, float32: bool) -> str:
     """A float as TF Serving writes it: %g if that round-trips, else %.9g (float32) or %.17g
-    (double); whole numbers end in ".0"; NaN, Infinity, -Infinity as rapidjson writes them."""
+    (double); whole numbers end in ".0"; NaN, Infinity, -Infinity as rapidjson writes them.
+
+    Args:
+      value: the number.
+      float32: whether it is a float32 output (round-trips at float32 precision).
+
+    Returns:
+      The JSON text, e.g. "0.25", "1.0", "3e-05".
+    """
     if math.isnan(value) or math.isinf(value):
         return "NaN" if math.isnan(value) else "-Infinity" if value < 0 else "Infinity"
     text = f"{value:g}"
@@ -266,7 +297,14 @@ def format_float(value: float, float32: bool) -> str:
 
 
 def error_body(message: str) -> bytes:
-    """The answer to a failed request: {"error": message}."""
+    """The answer to a failed request: {"error": message}.
+
+    Args:
+      message: the error message.
+
+    Returns:
+      The JSON body.
+    """
     return json.dumps({"error": message}).encode()
 
 
