@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Restoring parameters" per load
     if not os.path.isdir(args.model_base_path):
         print(f"error: --model-base-path {args.model_base_path} is not a directory",
               file=sys.stderr)

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from contract.interface import SAVED_MODEL_TAG, SERVING_SIGNATURE, WARMUP_FILE
@@ -79,7 +80,8 @@ class SessionModel:
         graph = tf.Graph()
         session = tf.compat.v1.Session(graph=graph)
         try:
-            with graph.as_default():
+            # The TF1 loader is deprecated in TF2, but it is TF Serving's path: no warning.
+            with graph.as_default(), deprecation.silence():
                 meta_graph = tf.compat.v1.saved_model.loader.load(
                     session, [SAVED_MODEL_TAG], path)
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
