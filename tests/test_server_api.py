@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from contract.interface import SERVING_SIGNATURE, WARMUP_FILE
+from contract.interface import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, SERVING_SIGNATURE, WARMUP_FILE
 from serving.server.app import LocalServer
 from serving.server.rest_json import format_float
 from tests.conftest import MODEL_NAME
@@ -243,6 +243,10 @@ REST_ERRORS = [  # path, body, HTTP status, the error (a part of it)
     (f"/v1/models/{MODEL_NAME}:explain", {}, 400, "Malformed request"),
     (f"/v1/models/{MODEL_NAME}:PREDICT", {}, 400, "Malformed request"),  # the verb is exact
     (PREDICT, "oversized", 413, f"maximum of {MAX_REQUEST_BYTES} bytes"),
+    # Malformed input is a 400, never a 500:
+    (PREDICT, b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+     "JSON Parse error: The document is nested too deeply"),
+    (PREDICT, "image to from_examples", 400, "Could not parse example input"),
 ]
 
 
@@ -254,6 +258,8 @@ def test_rest_errors_are_tf_serving_s_and_the_server_keeps_serving(
         body = {"instances": [b64(images[0])]}
     elif body == "oversized":
         body = {"instances": [b64(images[0] + b"\0" * MAX_REQUEST_BYTES)]}
+    elif body == "image to from_examples":  # TF's error quotes the bytes, not UTF-8
+        body = {"signature_name": EXAMPLES_SIGNATURE, "instances": [b64(images[0])]}
     response = post(server, path, body)
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
@@ -307,6 +313,9 @@ def test_grpc_errors_are_tf_serving_s_and_the_server_keeps_serving(server, stub,
                            "output tensor alias not found in signature: logits"),
         "non-image bytes": (grpc_request([good, b"GIF89a but not really"]),
                             code.INVALID_ARGUMENT, ""),
+        "image to from_examples": (grpc_request([good], signature=EXAMPLES_SIGNATURE,
+                                                input_name=EXAMPLES_INPUT),
+                                   code.INVALID_ARGUMENT, "Could not parse example input"),
         "oversized": (grpc_request([good + b"\0" * MAX_REQUEST_BYTES]),
                       code.RESOURCE_EXHAUSTED, ""),
     }

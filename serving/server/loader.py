@@ -147,6 +147,12 @@ class SessionModel:
             return self._session.run(fetches, feeds)
         except tf.errors.OpError as e:
             raise error_for_code(e.error_code, _clean(e.message)) from None
+        except UnicodeDecodeError as e:
+            # An op's error quoting the input's bytes (e.g. an image fed to from_examples:
+            # "Could not parse example input, value: '\xff\xd8...") cannot become a Python
+            # OpError; TF Serving answers it as the op did, INVALID_ARGUMENT.
+            text = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else ""
+            raise InvalidArgument(_clean(text)[:300] or "invalid input") from None
 
     def replay_warmup(self) -> int:
         """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does at load.

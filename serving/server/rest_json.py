@@ -55,6 +55,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"JSON Parse error: {_PARSE_ERRORS.get(e.msg, e.msg)} at offset: "
                               f"{e.pos}") from None
+    except RecursionError:  # rapidjson has no depth limit; Python's decoder has one
+        raise InvalidArgument("JSON Parse error: The document is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidArgument(f"JSON Value: {_debug(doc)} Is not object")
     if not isinstance(doc.get("signature_name", ""), str):
