@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ TF_SERVING_IMAGE = "tensorflow/serving:2.19.1"
 SESSION_CHECK = "session"  # ServingCheck: TF Serving's session loader, in the component
 KUBERNETES_CHECK = "kubernetes"  # TFX's InfraValidator: TF_SERVING_IMAGE in a pod (Kubeflow)
 SERVING_CHECKS = (SESSION_CHECK, KUBERNETES_CHECK)
+
+
+class ConfigError(ValueError):
+    """A configuration that only shows as wrong once the model is known (e.g. --fine-tune-at)."""
 
 
 def _knob(default: Any, help: str, **flag: Any) -> Any:
@@ -118,23 +123,10 @@ class PipelineConfig:
     enable_cache: bool = _knob(True, "Reuse outputs of unchanged components (TFX caching).")
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.eval_fraction < 1 or not 0 <= self.test_fraction < 1:
-            problems.append("eval/test fractions must be in [0, 1)")
+        problems = [f"{_flag_name(name)} {rule}" for name, (rule, check) in RANGES.items()
+                    if not check(getattr(self, name))]
         if self.eval_fraction + self.test_fraction >= 1:
-            problems.append("eval_fraction + test_fraction must leave images for training")
-        if not 0 < self.validation_test_fraction < 1:
-            problems.append("validation_test_fraction must be in (0, 1)")
-        if self.image_size < 32:
-            problems.append("image_size must be >= 32 (MobileNetV2's minimum)")
-        if self.epochs < 1:
-            problems.append("epochs must be >= 1")
-        if self.fine_tune_epochs < 0 or self.fine_tune_at < 0:
-            problems.append("fine_tune_epochs and fine_tune_at must be >= 0")
-        if self.batch_size < 1 or self.num_shards < 1:
-            problems.append("batch_size and num_shards must be >= 1")
-        if not 0 <= self.min_accuracy <= 1:
-            problems.append("min_accuracy must be in [0, 1]")
+            problems.append("--eval-fraction + --test-fraction must leave images for training")
         if problems:
             raise ValueError("invalid configuration: " + "; ".join(problems))
 
@@ -183,6 +175,51 @@ class PipelineConfig:
           A TrainingConfig with this config's values of its fields.
         """
         return TrainingConfig(**{k: getattr(self, k) for k in TrainingConfig.field_names()})
+
+
+# Each numeric knob's valid range, checked before any work: (the rule as users read it, check).
+RANGES: dict[str, tuple[str, Any]] = {
+    "eval_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "test_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "validation_test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "min_image_side": ("must be >= 1", lambda v: v >= 1),
+    "num_shards": ("must be in [1, 1000]", lambda v: 1 <= v <= 1000),
+    "alpha": ("must be in (0, 1.4] (MobileNetV2's widths)", lambda v: 0 < v <= 1.4),
+    "image_size": ("must be in [32, 1024] pixels (MobileNetV2 needs >= 32)",
+                   lambda v: 32 <= v <= 1024),
+    "dropout": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "rotation": ("must be in [0, 1] (a fraction of a full turn)", lambda v: 0 <= v <= 1),
+    "batch_size": ("must be in [1, 4096]", lambda v: 1 <= v <= 4096),
+    "epochs": ("must be >= 1", lambda v: v >= 1),
+    "learning_rate": ("must be in (0, 1]", lambda v: 0 < v <= 1),
+    "fine_tune_epochs": ("must be >= 0", lambda v: v >= 0),
+    "fine_tune_at": ("must be >= 0", lambda v: v >= 0),
+    "fine_tune_lr_factor": ("must be in (0, 10]", lambda v: 0 < v <= 10),
+    "shuffle_buffer": ("must be >= 1", lambda v: v >= 1),
+    "min_accuracy": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "max_accuracy_drop": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "beam_workers": ("must be in [1, 64]", lambda v: 1 <= v <= 64),
+}
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """Creates a local output directory and checks that files can be written in it.
+
+    Args:
+      path: the directory; remote URIs (gs://...) are left to the pipeline.
+      flag: the flag that named it, for the message.
+
+    Raises:
+      ValueError: one line naming the flag, e.g. a file or a read-only place.
+    """
+    if "://" in path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: {e.strerror or e}") from None
 
 
 def absolute(path: str) -> str:

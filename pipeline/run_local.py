@@ -15,9 +15,11 @@ import sys
 import time
 
 from pipeline.config import (
+    ConfigError,
     PipelineConfig,
     absolute,
     add_flags,
+    check_writable_dir,
     config_from_args,
 )
 
@@ -33,15 +35,20 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
       usage error (status 2).
     """
     parser = argparse.ArgumentParser(
+        prog="tfx-image-transfer",
         description="Train, evaluate and push an image classifier with TFX, locally.")
     add_flags(parser)
     args = parser.parse_args(argv)
     try:
-        return config_from_args(
+        cfg = config_from_args(
             args, output_dir=absolute(args.output_dir),
             serving_dir=absolute(args.serving_dir) if args.serving_dir else None)
+        check_writable_dir(cfg.output_dir, "--output-dir")
+        if cfg.serving_dir:
+            check_writable_dir(cfg.serving_dir, "--serving-dir")
     except ValueError as e:
         parser.error(str(e))
+    return cfg
 
 
 # Warnings TFX 1.21 and TFMA print on every run that say nothing about this run.
@@ -94,7 +101,10 @@ def run(cfg: PipelineConfig) -> dict:
     # Fail before any work if the data or the base weights cannot be had (offline downloads,
     # bad paths); downloads land in Keras' cache, where ingestion and the Trainer find them.
     cfg = dataclasses.replace(cfg, data_dir=resolve_data_dir(cfg.data_dir))
-    build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
+    base = build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
+    if cfg.fine_tune_epochs and cfg.fine_tune_at >= len(base.layers):
+        raise ConfigError(f"--fine-tune-at {cfg.fine_tune_at} would unfreeze nothing: the base "
+                          f"has {len(base.layers)} layers")
     beam_args = beam_pipeline_args(cfg.beam_workers)
     ingested = ingest(cfg, beam_args)
 
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(cfg)
-    except (IngestError, DataSourceError, WeightsError) as e:
+    except (ConfigError, IngestError, DataSourceError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.labels import parse_labels
-from pipeline.config import PipelineConfig
+from pipeline.config import RANGES, PipelineConfig
 from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
 from pipeline.summary import format_summary, serving_check_entry
 from serving.server.loader import load_like_tf_serving
@@ -25,6 +26,7 @@ from tests.conftest import (
     ALPHA,
     FAST_ARGS,
     MINI,
+    WEIGHTS,
     run_local,
     run_pipeline_on_mini,
     training_config,
@@ -146,6 +148,51 @@ def test_summary_says_why_the_serving_check_refused_the_model():
         summary)
     summary["serving_check"] = None
     assert "serving check: not run" in format_summary(summary)
+
+
+def test_every_numeric_knob_has_a_range():
+    numeric = {f.name for f in dataclasses.fields(PipelineConfig)
+               if isinstance(f.default, int | float) and not isinstance(f.default, bool)}
+    assert numeric - {"seed"} == set(RANGES)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--learning-rate", "-1"], "--learning-rate must be in (0, 1]"),
+    (["--max-accuracy-drop", "-5"], "--max-accuracy-drop must be in [0, 1]"),
+    (["--image-size", "100000"], "--image-size must be in [32, 1024] pixels"),
+    (["--epochs", "0", "--dropout", "1"], "--dropout must be in [0, 1); --epochs must be >= 1"),
+    (["--eval-fraction", "0.5", "--test-fraction", "0.5"], "must leave images for training"),
+    (["--batch-size", "x"], "invalid int value: 'x'"),
+])
+def test_bad_flags_are_one_line_usage_errors(flags, message, tmp_path):
+    result = run_local("--output-dir", str(tmp_path / "out"), *flags)
+    assert result.returncode == 2 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfx-image-transfer: error: ")
+    assert message in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_an_output_dir_that_cannot_be_written_is_a_one_line_error(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for flag, path in (("--output-dir", a_file), ("--serving-dir", a_file / "serving"),
+                       ("--output-dir", "/proc/outputs")):
+        result = run_local(flag, str(path), "--data-dir", str(MINI))
+        assert result.returncode == 2, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert f"error: {flag} {path}: " in last and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_fine_tune_at_beyond_the_base_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    result = run_local("--data-dir", str(MINI), "--output-dir", str(out), "--base-weights",
+                       str(WEIGHTS), "--alpha", str(ALPHA), "--fine-tune-at", "99999")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --fine-tune-at 99999 would unfreeze nothing: the base has 154 layers")
+    assert not (out / "tfrecords").exists()
 
 
 def test_help_lists_every_flag():
