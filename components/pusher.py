@@ -1,8 +1,15 @@
-"""The TFX Pusher, made idempotent: a model the serving dir already holds is not pushed again.
+"""The TFX Pusher, made idempotent and atomic.
 
-A rerun of an unchanged pipeline re-evaluates the cached model against itself (it is now the
-latest blessed baseline) and blesses it again; the stock Pusher would then copy it into a new
-version directory, so TF Serving would reload an identical model under a new number.
+Idempotent: a model the serving dir already holds is not pushed again. A rerun of an unchanged
+pipeline re-evaluates the cached model against itself (it is now the latest blessed baseline)
+and blesses it again; the stock Pusher would then copy it into a new version directory, so TF
+Serving would reload an identical model under a new number.
+
+Atomic: on a local (or mounted) file system a version is copied under a hidden staging name
+and renamed into place, so a server never sees a half-written version, and a push killed
+midway leaves only a hidden `.incoming-*` folder, which no server loads (TF Serving and the
+local server take numeric folder names only) and a later push removes. Object stores have no
+atomic rename; there the stock order applies (saved_model.pb copied last).
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import tensorflow as tf
@@ -62,6 +71,50 @@ def find_served_copy(model_dir: str, base_directory: str) -> str | None:
     return None
 
 
+STAGING_PREFIX = ".incoming-"
+STALE_STAGING_SECONDS = 3600  # a staging folder this old belongs to a push that was killed
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def publish_version(model_dir: str, base_directory: str, version: str) -> str:
+    """Copies a SavedModel to base_directory/version so that the version appears whole.
+
+    Args:
+      model_dir: the SavedModel to publish.
+      base_directory: TF Serving's model base path.
+      version: the version folder's name (digits).
+
+    Returns:
+      The version's path.
+    """
+    target = os.path.join(base_directory, version)
+    if "://" in base_directory:  # no atomic rename: saved_model.pb last, as the stock Pusher
+        io_utils.copy_dir(model_dir, target, deny_regex_patterns=[r"saved_model\.pb"])
+        io_utils.copy_file(os.path.join(model_dir, SAVED_MODEL_FILE),
+                           os.path.join(target, SAVED_MODEL_FILE))
+        return target
+    os.makedirs(base_directory, exist_ok=True)
+    _remove_stale_staging(base_directory)
+    staging = os.path.join(base_directory, f"{STAGING_PREFIX}{version}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    io_utils.copy_dir(model_dir, staging)
+    os.rename(staging, target)  # atomic within one file system
+    return target
+
+
+def _remove_stale_staging(base_directory: str) -> None:
+    now = time.time()
+    for name in os.listdir(base_directory):
+        path = os.path.join(base_directory, name)
+        try:
+            stale = now - os.path.getmtime(path) > STALE_STAGING_SECONDS
+        except OSError:  # removed meanwhile
+            continue
+        if name.startswith(STAGING_PREFIX) and stale:
+            logging.info("Removing %s, left by a push that did not finish.", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class IdempotentPusherExecutor(pusher_executor.Executor):
     """Pushes blessed models like the stock executor, skipping models already served."""
 
@@ -83,4 +136,24 @@ class IdempotentPusherExecutor(pusher_executor.Executor):
                 self._MarkPushed(model_push, pushed_destination=served,
                                  pushed_version=os.path.basename(served))
                 return
+            if destination.filesystem.versioning in (
+                    pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP):
+                self._push_atomically(model_path, destination.filesystem.base_directory,
+                                      output_dict)
+                return
         super().Do(input_dict, output_dict, exec_properties)
+
+    def _push_atomically(self, model_path: str, base_directory: str,
+                         output_dict: dict[str, list[types.Artifact]]) -> None:
+        """The stock filesystem push (unix-time version, archive copy, marks), atomically."""
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        version = str(int(time.time()))
+        target = os.path.join(base_directory, version)
+        if tf.io.gfile.exists(target):
+            logging.info("Destination directory %s already exists, skipping the copy.", target)
+        else:
+            publish_version(model_path, base_directory, version)
+            logging.info("Model written to serving path %s.", target)
+        io_utils.copy_dir(model_path, model_push.uri)
+        self._MarkPushed(model_push, pushed_destination=target, pushed_version=version)
