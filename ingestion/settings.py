@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """How kept images are assigned to splits (part of the fingerprint).
+    """How files are accepted and kept images assigned to splits (part of the fingerprint).
 
     The defaults here are the only ones: the pipeline's flags take theirs from this class.
     """
@@ -17,18 +17,23 @@ class SplitSettings:
     validation_test_fraction: float = 0.2  # the tutorial recipe moves 20% of validation/ to test
     min_image_side: int = 32
     num_shards: int = 2
+    # Images whose header declares more pixels (width x height; all frames of a GIF) are skipped
+    # without decoding: decoding allocates 3 bytes a pixel, so 40M pixels is about 120 MB.
+    max_image_pixels: int = 40_000_000
+    # Larger files are skipped without reading them (photos are a few MB; 64 MiB is generous).
+    max_file_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_config(cls, cfg: object) -> SplitSettings:
-        """The same-named fields of a PipelineConfig.
+        """The same-named fields of a PipelineConfig (a field it lacks keeps its default).
 
         Args:
-          cfg: any object with an attribute per field of this class (a PipelineConfig).
+          cfg: an object with an attribute per field of this class (a PipelineConfig).
 
         Returns:
           The SplitSettings.
         """
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+        return cls(**{f.name: getattr(cfg, f.name, f.default) for f in fields(cls)})
 
 
 DEFAULT_SPLIT = SplitSettings()
