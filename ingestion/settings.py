@@ -25,7 +25,7 @@ class SplitSettings:
 
     @classmethod
     def from_config(cls, cfg: object) -> SplitSettings:
-        """The same-named fields of a PipelineConfig (a field it lacks keeps its default).
+        """The same-named fields of a PipelineConfig.
 
         Args:
           cfg: an object with an attribute per field of this class (a PipelineConfig).
@@ -33,7 +33,7 @@ class SplitSettings:
         Returns:
           The SplitSettings.
         """
-        return cls(**{f.name: getattr(cfg, f.name, f.default) for f in fields(cls)})
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 DEFAULT_SPLIT = SplitSettings()

@@ -79,6 +79,13 @@ class PipelineConfig:
         DEFAULT_SPLIT.min_image_side, "Images with a side shorter than this are skipped."
     )
     num_shards: int = _knob(DEFAULT_SPLIT.num_shards, "TFRecord shards per split.")
+    max_image_pixels: int = _knob(
+        DEFAULT_SPLIT.max_image_pixels,
+        "Images with more pixels (width x height, read from the header) are skipped undecoded.",
+    )
+    max_file_bytes: int = _knob(
+        DEFAULT_SPLIT.max_file_bytes, "Larger files are skipped without being read."
+    )
 
     # Model
     base_weights: str = _knob(
@@ -184,6 +191,8 @@ RANGES: dict[str, tuple[str, Any]] = {
     "validation_test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
     "min_image_side": ("must be >= 1", lambda v: v >= 1),
     "num_shards": ("must be in [1, 1000]", lambda v: 1 <= v <= 1000),
+    "max_image_pixels": ("must be >= 1", lambda v: v >= 1),
+    "max_file_bytes": ("must be >= 1", lambda v: v >= 1),
     "alpha": ("must be in (0, 1.4] (MobileNetV2's widths)", lambda v: 0 < v <= 1.4),
     "image_size": ("must be in [32, 1024] pixels (MobileNetV2 needs >= 32)",
                    lambda v: 32 <= v <= 1024),
