@@ -90,7 +90,11 @@ class ImageTree:
     skipped: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     def inputs_per_class(self) -> dict[str, int]:
-        """Every entry in each class's folders (candidates and entries skipped at the scan)."""
+        """Every entry in each class's folders (candidates and entries skipped at the scan).
+
+        Returns:
+          {class name: number of entries}, in class order.
+        """
         counts = Counter(self.classes[f.label] for f in self.files)
         counts.update(c for _, _, c in self.skipped if c is not None)
         return {c: counts[c] for c in self.classes}
