@@ -162,6 +162,7 @@ def test_file_name_not_utf8_is_ingested_with_an_escaped_path(tmp_path):
     assert_reconciles(result.report)
 
 
+@pytest.mark.slow
 def test_class_folder_name_not_utf8_is_a_one_line_error(tmp_path):
     root = make_tree(tmp_path / "data")
     os.rename(root / "dogs", os.fsencode(root) + b"/d\xf6gs")
