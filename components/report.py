@@ -290,4 +290,5 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
         history = json.load(f)
     blessed = bool(blessing.get_int_custom_property("blessed"))
     build_report(examples.uri, path_utils.serving_model_path(model.uri), history, blessed,
-                 report.uri, num_samples, blessing_entry(serving_check))
+                 report.uri, num_samples,
+                 blessing_entry(serving_check.mlmd_artifact.custom_properties))

@@ -18,7 +18,7 @@ No `from __future__ import annotations` here: TFX reads the component signature'
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -135,9 +135,8 @@ def check_version(model_dir: str, requests: Callable[[], Iterable[predict_pb2.Pr
 
 def _send(model: SessionModel, request: predict_pb2.PredictRequest, number: int) -> None:
     signature = request.model_spec.signature_name or SERVING_SIGNATURE
-    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
     try:
-        model.run(signature, inputs, request.output_filter)
+        model.run_request(request)
     except ServingError as e:
         raise ServingError(f"request {number} ({signature}) failed: {e}", e.code) from e
 
@@ -163,24 +162,26 @@ def mark_blessing(blessing: types.Artifact, result: CheckResult) -> None:
         blessing.set_string_custom_property(REASON_KEY, result.reason)
 
 
-def blessing_entry(blessing: types.Artifact) -> dict[str, Any]:
+def blessing_entry(properties: Mapping[str, Any]) -> dict[str, Any]:
     """An InfraBlessing (this check's or InfraValidator's) as the summary and report show it.
 
     Args:
-      blessing: the artifact.
+      properties: the artifact's MLMD custom_properties (`artifact.mlmd_artifact.
+        custom_properties` of a TFX artifact, or of an artifact read from ML Metadata).
 
     Returns:
       {"blessed": bool, "reason": str | None, "warmup_requests": int | None,
        "requests": int | None}; None where the producer did not record it (InfraValidator).
     """
-    def recorded(key: str, get: Callable[[str], Any]) -> Any:
-        """The custom property `key` read with `get`, or None if it is not set."""
-        return get(key) if blessing.has_custom_property(key) else None
+    def recorded(key: str, field: str) -> Any:
+        """The custom property `key`'s `field` value, or None if it is not set."""
+        return getattr(properties[key], field) if key in properties else None
 
-    return {"blessed": bool(blessing.get_int_custom_property(BLESSED_KEY)),
-            "reason": recorded(REASON_KEY, blessing.get_string_custom_property),
-            WARMUP_KEY: recorded(WARMUP_KEY, blessing.get_int_custom_property),
-            REQUESTS_KEY: recorded(REQUESTS_KEY, blessing.get_int_custom_property)}
+    blessed = recorded(BLESSED_KEY, "int_value")
+    return {"blessed": None if blessed is None else bool(blessed),
+            "reason": recorded(REASON_KEY, "string_value"),
+            WARMUP_KEY: recorded(WARMUP_KEY, "int_value"),
+            REQUESTS_KEY: recorded(REQUESTS_KEY, "int_value")}
 
 
 def describe(entry: dict[str, Any] | None) -> str:

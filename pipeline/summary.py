@@ -12,7 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
-from components.serving_check import BLESSED_KEY, REASON_KEY, REQUESTS_KEY, WARMUP_KEY, describe
+from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
 from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
@@ -138,11 +138,7 @@ def serving_check_entry(node_id: str, props: Any) -> dict[str, Any]:
     Returns:
       See `collect_summary`.
     """
-    return {"component": node_id,
-            "blessed": bool(props[BLESSED_KEY].int_value) if BLESSED_KEY in props else None,
-            "reason": props[REASON_KEY].string_value if REASON_KEY in props else None,
-            **{key: props[key].int_value if key in props else None
-               for key in (WARMUP_KEY, REQUESTS_KEY)}}
+    return {"component": node_id, **blessing_entry(props)}
 
 
 def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,

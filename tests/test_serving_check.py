@@ -94,7 +94,7 @@ def lenient_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_blesses_a_real_export_and_records_what_it_sent(exported_model, tmp_path):
     blessing = run_check(tmp_path, exported_model.version_dir)
     assert markers(blessing) == ["INFRA_BLESSED"]
-    entry = SC.blessing_entry(blessing)
+    entry = SC.blessing_entry(blessing.mlmd_artifact.custom_properties)
     # 3 single-image warmup requests + 1 batch; then 1 images request + 3 from_examples ones.
     assert entry == {"blessed": True, "reason": None, "warmup_requests": 4, "requests": 4}
     assert SC.describe(entry) == ("blessed (loaded as TF Serving loads it; 4 warmup requests "
@@ -104,7 +104,7 @@ def test_blesses_a_real_export_and_records_what_it_sent(exported_model, tmp_path
 def test_refuses_a_lenient_only_export_with_the_loaders_reason(lenient_export, tmp_path):
     blessing = run_check(tmp_path, lenient_export)
     assert markers(blessing) == ["INFRA_NOT_BLESSED"]
-    entry = SC.blessing_entry(blessing)
+    entry = SC.blessing_entry(blessing.mlmd_artifact.custom_properties)
     assert entry["blessed"] is False and entry["requests"] == 0
     assert "Could not find variable" in entry["reason"]
     assert entry["reason"].startswith("request 1 (serving_default) failed:")
@@ -118,7 +118,7 @@ def test_refuses_a_version_whose_warmup_file_holds_a_bad_request(exported_model,
     write_warmup_requests(str(version), [b"not an image at all"], "image_classifier")
     blessing = run_check(tmp_path, version)
     assert markers(blessing) == ["INFRA_NOT_BLESSED"]
-    reason = SC.blessing_entry(blessing)["reason"]
+    reason = SC.blessing_entry(blessing.mlmd_artifact.custom_properties)["reason"]
     served = tmp_path / "model" / "Format-Serving"  # the Model artifact's, linked to version
     assert reason.startswith(f"warmup request 1 in {served / WARMUP_FILE} failed: Unknown image"
                              " file format"), reason

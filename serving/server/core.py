@@ -139,8 +139,9 @@ class ModelStore:
           first: load complete versions at once; later a version loads once its files are
             unchanged since the previous poll (a copy in progress has saved_model.pb already).
         """
-        if self._config_file and os.stat(self._config_file).st_mtime_ns != self._config_mtime:
-            self._config_mtime = os.stat(self._config_file).st_mtime_ns
+        mtime = os.stat(self._config_file).st_mtime_ns if self._config_file else None
+        if mtime != self._config_mtime:
+            self._config_mtime = mtime
             config = read_model_config(self._config_file, self.model_name)  # raises: keep old
             with self._lock:
                 self._config = config

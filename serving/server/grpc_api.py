@@ -17,6 +17,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, predict
 
 from serving.errors import InvalidArgument
 from serving.server.core import ModelStore, as_serving_error
+from serving.server.loader import arrays_from_protos
 
 MAX_ERROR_MESSAGE = 1024  # TF Serving's ToGRPCStatus truncates longer messages
 # The typed value fields Tensor::AsProtoField fills (clients read e.g. float_val).
@@ -46,13 +47,6 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
                                    tensor_shape=tf.TensorShape(array.shape).as_proto())
     getattr(proto, field).extend(array.ravel().tolist())
     return proto
-
-
-def _from_tensor_proto(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
-    try:
-        return tf.make_ndarray(proto)
-    except Exception:  # malformed: Tensor::FromProto fails in TF Serving
-        raise InvalidArgument(f"tensor parsing error: {alias}") from None
 
 
 def _answers(method: Callable) -> Callable:
@@ -90,7 +84,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
     def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         """PredictionService.Predict: runs the signature the request's model_spec names."""
         spec = _spec_of(request)
-        inputs = {alias: _from_tensor_proto(alias, t) for alias, t in request.inputs.items()}
+        inputs = arrays_from_protos(request.inputs)
         answered, outputs = self.store.predict(spec, inputs, request.output_filter)
         response = predict_pb2.PredictResponse(model_spec=answered)
         for alias, value in outputs.items():

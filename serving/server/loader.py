@@ -21,9 +21,10 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.util import deprecation
-from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from contract.interface import SAVED_MODEL_TAG, SERVING_SIGNATURE, WARMUP_FILE
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
@@ -154,6 +155,21 @@ class SessionModel:
             text = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else ""
             raise InvalidArgument(_clean(text)[:300] or "invalid input") from None
 
+    def run_request(self, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:
+        """Runs a Predict request as it stands (a warmup record, a check's request).
+
+        Args:
+          request: its signature name, input TensorProtos and output filter are used.
+
+        Returns:
+          The fetched outputs by alias.
+
+        Raises:
+          ServingError: as `run`.
+        """
+        return self.run(request.model_spec.signature_name, arrays_from_protos(request.inputs),
+                        request.output_filter)
+
     def replay_warmup(self) -> int:
         """Replays assets.extra/tf_serving_warmup_requests, as TF Serving does at load.
 
@@ -177,11 +193,8 @@ class SessionModel:
                 raise LoadError(f"warmup request {count} in {path} is not a Predict request "
                                 "(the local server replays Predict only)",
                                 grpc.StatusCode.UNIMPLEMENTED)
-            request = log.predict_log.request
             try:
-                self.run(request.model_spec.signature_name,
-                         {k: tf.make_ndarray(v) for k, v in request.inputs.items()},
-                         request.output_filter)
+                self.run_request(log.predict_log.request)
             except ServingError as e:
                 raise LoadError(f"warmup request {count} in {path} failed: {e}", e.code) from e
         return len(records)
@@ -193,6 +206,27 @@ class SessionModel:
             if not self._closed:
                 self._closed = True
                 self._session.close()
+
+
+def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
+    """A request's input TensorProtos as numpy arrays (strings as object arrays of bytes).
+
+    Args:
+      protos: the TensorProtos by input alias.
+
+    Returns:
+      The arrays by alias.
+
+    Raises:
+      InvalidArgument: a malformed TensorProto (where TF Serving's Tensor::FromProto fails).
+    """
+    arrays = {}
+    for alias, proto in protos.items():
+        try:
+            arrays[alias] = tf.make_ndarray(proto)
+        except Exception:  # malformed: Tensor::FromProto fails in TF Serving
+            raise InvalidArgument(f"tensor parsing error: {alias}") from None
+    return arrays
 
 
 def load_like_tf_serving(path: str) -> tuple[SessionModel, int]:
