@@ -2,6 +2,6 @@
 
 import sys
 
-from ingestion.convert import main
+from ingestion.cli import main
 
 sys.exit(main())

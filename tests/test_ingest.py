@@ -21,8 +21,8 @@ from ingestion.convert import (
     IngestError,
     SplitSettings,
     convert_image_tree,
-    scan_image_tree,
 )
+from ingestion.scan import scan_image_tree
 from tests.conftest import MINI
 
 

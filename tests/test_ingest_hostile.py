@@ -24,18 +24,12 @@ import tensorflow as tf
 from PIL import Image
 
 from contract import features
-from ingestion import convert
-from ingestion.convert import (
-    DIRECTORY_SYMLINK,
-    REPORT_FILE,
-    SYMLINK_LOOP,
-    IngestError,
-    SplitSettings,
-    convert_image_tree,
-    image_size,
-    inspect_image,
-    scan_image_tree,
-)
+from ingestion import reading
+from ingestion.convert import REPORT_FILE, IngestError, SplitSettings, convert_image_tree
+from ingestion.image_header import image_size
+from ingestion.scan import scan_image_tree
+from ingestion.validate import inspect_image
+from ingestion.walk import DIRECTORY_SYMLINK, SYMLINK_LOOP
 from tests.conftest import MINI, REPO
 
 LIMIT = SplitSettings().max_image_pixels
@@ -144,8 +138,8 @@ def test_fifo_is_skipped_not_opened(tmp_path):
 def test_reading_never_opens_a_fifo_even_if_swapped_in(tmp_path):
     fifo = tmp_path / "late.jpg"
     os.mkfifo(fifo)  # e.g. a regular file replaced by a FIFO after the scan
-    assert convert.read_source(str(fifo), 1000) == (None, "not a regular file")
-    assert convert.read_source(os.fsencode(fifo), 1000) == (None, "not a regular file")
+    assert reading.read_source(str(fifo), 1000) == (None, "not a regular file")
+    assert reading.read_source(os.fsencode(fifo), 1000) == (None, "not a regular file")
 
 
 def test_file_name_not_utf8_is_ingested_with_an_escaped_path(tmp_path):
@@ -311,7 +305,7 @@ def test_files_over_the_size_limit_are_not_read(tmp_path, monkeypatch):
         f.truncate(10 * 2**30)
     reads = []
     real_read = os.read
-    monkeypatch.setattr(convert.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    monkeypatch.setattr(reading.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
     result = convert_image_tree(str(root), str(tmp_path / "out"))
     assert outcomes(result)["cats/huge.jpg"]["reason"] == (
         f"file too large: {10 * 2**30} bytes (limit {64 * 2**20})")

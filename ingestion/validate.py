@@ -1,0 +1,91 @@
+"""Reading and validating one file: the size from its header, then one decode."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+
+import apache_beam as beam
+import tensorflow as tf
+
+from contract import features
+from ingestion.image_header import image_size
+from ingestion.reading import read_source
+from ingestion.scan import SourceFile
+from ingestion.settings import DEFAULT_SPLIT, SplitSettings
+
+LOG = logging.getLogger("ingestion")
+
+
+def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_SPLIT.max_image_pixels
+                  ) -> tuple[dict | None, str | None]:
+    """Validates an image: the size from its header first, then one decode.
+
+    An image larger than max_pixels is refused from its header, before decoding (a small file
+    can declare a huge image: a decompression bomb).
+
+    Args:
+      data: the file's bytes.
+      min_side: the smallest allowed height and width, in pixels.
+      max_pixels: the most pixels decoding may produce (width x height; all frames of a GIF).
+
+    Returns:
+      ({"format", "height", "width"}, None) for a usable image, else (None, a one-line human
+      skip reason such as "undecodable jpeg" or "too large: 23000x23000 pixels (limit ...)").
+    """
+    if not data:
+        return None, "empty file"
+    fmt = features.image_format(data)
+    if fmt is None:
+        return None, f"not an image (not {features.IMAGE_FORMATS})"
+    size = image_size(data, fmt)
+    if size is None:
+        return None, f"undecodable {fmt} (no image size in the header)"
+    width, height, pixels = size
+    if pixels > max_pixels:
+        if pixels > width * height:
+            return None, (f"too large: {pixels} pixels in all GIF frames "
+                          f"(limit {max_pixels})")
+        return None, f"too large: {width}x{height} pixels (limit {max_pixels})"
+    try:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        LOG.debug("undecodable %s: %s", fmt, e)
+        return None, f"undecodable {fmt}"
+    height, width = int(image.shape[0]), int(image.shape[1])
+    if min(height, width) < min_side:
+        return None, f"too small ({width}x{height} px, minimum side {min_side})"
+    return {"format": fmt, "height": height, "width": width}, None
+
+
+class DecodeAndValidate(beam.DoFn):
+    """Reads and decodes one file; emits a record, or a skip on the 'skipped' output."""
+
+    SKIPPED = "skipped"
+
+    def __init__(self, root: str, classes: list[str], settings: SplitSettings, total: int):
+        self._root, self._classes, self._settings, self._total = root, classes, settings, total
+        self._seen = 0
+
+    def _skip(self, source: SourceFile, reason: str) -> beam.pvalue.TaggedOutput:
+        beam.metrics.Metrics.counter("ingest", "skipped").inc()
+        return beam.pvalue.TaggedOutput(
+            self.SKIPPED, (source.path, reason, self._classes[source.label]))
+
+    def process(self, source: SourceFile) -> Iterator:
+        """Yields the record of a decodable file, or (path, reason, class) on the skipped output."""
+        self._seen += 1
+        if self._seen % 250 == 0:
+            LOG.info("decoded %d/%d files (this worker)", self._seen, self._total)
+        data, reason = read_source(source.location(self._root), self._settings.max_file_bytes)
+        if reason is None:
+            info, reason = inspect_image(data, self._settings.min_image_side,
+                                         self._settings.max_image_pixels)
+        if reason:
+            yield self._skip(source, reason)
+            return
+        beam.metrics.Metrics.counter("ingest", "decoded").inc()
+        yield {"source": source, "data": data, "sha256": hashlib.sha256(data).hexdigest(),
+               "label_name": self._classes[source.label], **info}
+
