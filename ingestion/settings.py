@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
+
 
 @dataclass(frozen=True)
 class SplitSettings:
@@ -18,8 +20,8 @@ class SplitSettings:
     min_image_side: int = 32
     num_shards: int = 2
     # Images whose header declares more pixels (width x height; all frames of a GIF) are skipped
-    # without decoding: decoding allocates 3 bytes a pixel, so 40M pixels is about 120 MB.
-    max_image_pixels: int = 40_000_000
+    # without decoding (see contract/image_header.py).
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     # Larger files are skipped without reading them (photos are a few MB; 64 MiB is generous).
     max_file_bytes: int = 64 * 1024 * 1024
 

@@ -10,15 +10,15 @@ import apache_beam as beam
 import tensorflow as tf
 
 from contract import features
-from ingestion.image_header import image_size
+from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS, image_size, pixel_limit_reason
 from ingestion.reading import read_source
 from ingestion.scan import SourceFile
-from ingestion.settings import DEFAULT_SPLIT, SplitSettings
+from ingestion.settings import SplitSettings
 
 LOG = logging.getLogger("ingestion")
 
 
-def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_SPLIT.max_image_pixels
+def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
                   ) -> tuple[dict | None, str | None]:
     """Validates an image: the size from its header first, then one decode.
 
@@ -42,12 +42,9 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_SPLIT.ma
     size = image_size(data, fmt)
     if size is None:
         return None, f"undecodable {fmt} (no image size in the header)"
-    width, height, pixels = size
-    if pixels > max_pixels:
-        if pixels > width * height:
-            return None, (f"too large: {pixels} pixels in all GIF frames "
-                          f"(limit {max_pixels})")
-        return None, f"too large: {width}x{height} pixels (limit {max_pixels})"
+    too_large = pixel_limit_reason(size, max_pixels)
+    if too_large:
+        return None, too_large
     try:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError) as e:

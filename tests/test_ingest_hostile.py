@@ -24,9 +24,9 @@ import tensorflow as tf
 from PIL import Image
 
 from contract import features
+from contract.image_header import image_size
 from ingestion import reading
 from ingestion.convert import REPORT_FILE, IngestError, SplitSettings, convert_image_tree
-from ingestion.image_header import image_size
 from ingestion.scan import scan_image_tree
 from ingestion.validate import inspect_image
 from ingestion.walk import DIRECTORY_SYMLINK, SYMLINK_LOOP

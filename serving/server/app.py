@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT
 from serving.server.core import ModelStore
 from serving.server.grpc_api import create_grpc_server
@@ -27,7 +28,8 @@ from serving.server.rest_api import RestServer
 class LocalServer:
     """One model's versions (see ModelStore) over TF Serving's gRPC and REST APIs; start()
     and stop(), or `with`. The model name defaults to the base path's directory name; port 0
-    picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413).
+    picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413),
+    and images whose header declares more than max_image_pixels (INVALID_ARGUMENT, 400).
 
     Raises:
       OSError or RuntimeError (gRPC): a port cannot be bound; ValueError: a bad config file.
@@ -36,12 +38,13 @@ class LocalServer:
     def __init__(self, model_base_path: str, model_name: str | None = None,
                  host: str = "127.0.0.1", grpc_port: int = GRPC_PORT, rest_port: int = REST_PORT,
                  model_config_file: str | None = None, poll_seconds: float = 1.0,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.model_base_path = os.path.abspath(model_base_path)
         self.model_name = model_name or os.path.basename(self.model_base_path.rstrip("/"))
         self.host = host
         self.store = ModelStore(self.model_base_path, self.model_name, model_config_file,
-                                poll_seconds)
+                                poll_seconds, max_image_pixels=max_image_pixels)
         self._grpc, self.grpc_port = create_grpc_server(
             self.store, f"{host}:{grpc_port}", max_request_bytes)
         try:
@@ -122,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how often to look for new versions and config changes (default 1)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="larger requests are refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)")
+    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="a request holding an image whose header declares more pixels "
+                             "(width x height; all GIF frames) is refused before decoding "
+                             f"(INVALID_ARGUMENT, HTTP 400; default {DEFAULT_MAX_IMAGE_PIXELS}); "
+                             "not a TF Serving flag")
     return parser
 
 
@@ -137,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Restoring parameters" per load
+    for flag in ("max_request_bytes", "max_image_pixels"):
+        if getattr(args, flag) < 1:
+            print(f"error: --{flag.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
     if not os.path.isdir(args.model_base_path):
         print(f"error: --model-base-path {args.model_base_path} is not a directory",
               file=sys.stderr)
@@ -144,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = LocalServer(args.model_base_path, args.model_name, args.host, args.grpc_port,
                              args.rest_port, args.model_config_file, args.poll_seconds,
-                             args.max_request_bytes)
+                             args.max_request_bytes, args.max_image_pixels)
     except (OSError, RuntimeError, ValueError) as e:  # port in use (gRPC: RuntimeError), config
         print(f"error: {e}", file=sys.stderr)
         return 2

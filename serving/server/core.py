@@ -25,9 +25,11 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from contract.interface import SERVING_SIGNATURE
 from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
 from serving.server.loader import SAVED_MODEL_FILE, SessionModel, load_like_tf_serving
+from serving.server.pixel_limit import check_pixel_limit
 
 LOG = logging.getLogger("serving.server")
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -90,12 +92,16 @@ class ModelStore:
       config_file: a models.config (policy and labels), re-read when it changes.
       poll_seconds: how often the base path and the config file are checked.
       loader: loads a version dir, returning the model and the warmup requests replayed.
+      max_image_pixels: a Predict holding an image whose header declares more pixels is
+        refused before decoding (see serving/server/pixel_limit.py).
     """
 
     def __init__(self, base_path: str, model_name: str, config_file: str | None = None,
                  poll_seconds: float = 1.0,
-                 loader: Callable[[str], tuple[SessionModel, int]] = load_like_tf_serving):
+                 loader: Callable[[str], tuple[SessionModel, int]] = load_like_tf_serving,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.base_path, self.model_name, self.poll_seconds = base_path, model_name, poll_seconds
+        self.max_image_pixels = max_image_pixels
         self._config_file, self._loader = config_file, loader
         self._config_mtime = os.stat(config_file).st_mtime_ns if config_file else None
         self._config = (read_model_config(config_file, model_name) if config_file
@@ -275,7 +281,12 @@ class ModelStore:
 
         Returns:
           The response's ModelSpec (name, version, signature name) and the outputs by alias.
+
+        Raises:
+          ServingError: as servable() and SessionModel.run; INVALID_ARGUMENT for an image
+            over the pixel limit, before anything is decoded.
         """
+        check_pixel_limit(inputs, self.max_image_pixels)
         with self.servable(spec) as (version, model):
             outputs = model.run(spec.signature_name, inputs, output_filter)
         answered = model_pb2.ModelSpec(name=spec.name,

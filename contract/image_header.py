@@ -1,6 +1,17 @@
-"""Image headers: the size decoding would produce, read before decoding (JPEG/PNG/GIF/BMP)."""
+"""Image headers: the size decoding would produce, read before decoding (JPEG/PNG/GIF/BMP).
+
+A small file can declare a huge image (a 23000x23000 PNG compresses to 1.5 MB or far less and
+decodes to 1.6 GB): ingestion and the local server read the header first and refuse an image above a
+pixel limit without decoding it. Standard library only, so both share it.
+"""
 
 from __future__ import annotations
+
+from contract.features import image_format
+
+# The one default of the pixel limit (ingestion's --max-image-pixels, the server's flag).
+# Decoding allocates 3 bytes a pixel, so 40M pixels (a 7300x5500 photo) is about 120 MB.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 def _u16be(data: bytes, at: int) -> int:
@@ -105,3 +116,38 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int, int] | None:
         return width, height, max(width * height, pixels)
     return None
 
+
+
+def pixel_limit_reason(size: tuple[int, int, int], max_pixels: int) -> str | None:
+    """Why an image of a given header size is refused before decoding, if it is.
+
+    Args:
+      size: (width, height, pixels) as image_size returns it.
+      max_pixels: the most pixels decoding may produce (width x height; all frames of a GIF).
+
+    Returns:
+      A one-line reason such as "too large: 23000x23000 pixels (limit 40000000)", or None
+      within the limit.
+    """
+    width, height, pixels = size
+    if pixels <= max_pixels:
+        return None
+    if pixels > width * height:
+        return f"too large: {pixels} pixels in all GIF frames (limit {max_pixels})"
+    return f"too large: {width}x{height} pixels (limit {max_pixels})"
+
+
+def over_pixel_limit(data: bytes, max_pixels: int) -> str | None:
+    """Why encoded image bytes are refused before decoding, if they are (pixel_limit_reason).
+
+    Args:
+      data: the encoded image.
+      max_pixels: the most pixels decoding may produce.
+
+    Returns:
+      The reason, or None when the image is within the limit, is not a JPEG/PNG/GIF/BMP or
+      has no size in its header (the decoder then refuses it without allocating the image).
+    """
+    fmt = image_format(data)
+    size = image_size(data, fmt) if fmt else None
+    return None if size is None else pixel_limit_reason(size, max_pixels)

@@ -1,0 +1,174 @@
+"""The local server's pixel limit: an image whose header declares more pixels than
+--max-image-pixels is refused with 400 / INVALID_ARGUMENT before the model decodes it, in
+serving_default's images and inside from_examples' tf.Examples, so concurrent PNG bombs
+(1.5 MB each, 1.6 GB decoded) leave the server's memory where it was.
+
+The bombs are generated here: zero rows deflated once per 1000 rows and the compressed block
+repeated (a full flush makes blocks independent), so building one takes no real CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from PIL import Image
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from contract import features
+from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
+from contract.interface import EXAMPLES_INPUT, EXAMPLES_SIGNATURE
+from serving.errors import InvalidArgument
+from serving.server.pixel_limit import check_pixel_limit
+from tests.conftest import MODEL_NAME, REPO
+from tests.serving_helpers import b64, free_port, grpc_request, wait_for
+
+PREDICT = f"/v1/models/{MODEL_NAME}:predict"
+BOMB_SIDE = 23000
+ROWS_PER_BLOCK = 1000
+LIMIT = 150_000_000  # the subprocess server's --max-image-pixels
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def black_png(side: int) -> bytes:
+    """A valid side x side 8-bit RGB PNG of zeros (side a multiple of ROWS_PER_BLOCK)."""
+    row = b"\0" * (1 + 3 * side)  # filter byte, then RGB
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = z.compress(row * ROWS_PER_BLOCK) + z.flush(zlib.Z_FULL_FLUSH)
+    final = b"\x03\x00"  # an empty final block (fixed Huffman codes)
+    adler = ((len(row) * side) % 65521) << 16 | 1  # Adler-32 of zeros: a = 1, b = length
+    stream = b"\x78\xda" + block * (side // ROWS_PER_BLOCK) + final + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", stream)
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return black_png(BOMB_SIDE)
+
+
+def example(image: bytes) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))})
+    ).SerializeToString()
+
+
+def test_the_bomb_is_a_real_png_that_decodes_to_1_6_gb(bomb, monkeypatch):
+    assert 1_400_000 < len(bomb) < 1_700_000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL refuses it too, by default
+    with Image.open(io.BytesIO(bomb)) as im:
+        assert (im.size, im.mode) == ((BOMB_SIDE, BOMB_SIDE), "RGB")
+    # Inflating the whole stream checks every block and the Adler-32 (zlib verifies it).
+    inflater, stream, size = zlib.decompressobj(), bomb[41:-16], 0
+    while piece := inflater.decompress(stream, 1 << 26):
+        size, stream = size + len(piece), inflater.unconsumed_tail
+    assert inflater.eof and size == BOMB_SIDE * (1 + 3 * BOMB_SIDE)  # 1.59 GB of rows
+
+
+def test_check_pixel_limit_finds_images_in_any_input_shape(bomb, images):
+    reason = f"23000x23000 pixels (limit {DEFAULT_MAX_IMAGE_PIXELS})"
+    for inputs, where in (({"images": [images[0], bomb]}, "images[1]"),
+                          ({"images": np.array([[images[0]], [bomb]], dtype=object)}, "images[1]"),
+                          ({EXAMPLES_INPUT: [example(images[0]), example(bomb)]}, "examples[1]")):
+        with pytest.raises(InvalidArgument, match=re.escape(f"{where}: image too large: {reason}")):
+            check_pixel_limit(inputs, DEFAULT_MAX_IMAGE_PIXELS)
+    check_pixel_limit({"images": images, EXAMPLES_INPUT: [example(i) for i in images],
+                       "other": [b"not an image", b"\x89PNG\r\n\x1a\n"]}, DEFAULT_MAX_IMAGE_PIXELS)
+    with Image.open(io.BytesIO(images[0])) as im:  # the limit is the caller's
+        limit = im.size[0] * im.size[1] - 1
+    with pytest.raises(InvalidArgument, match=re.escape(f"(limit {limit})")):
+        check_pixel_limit({"images": images[:1]}, limit)
+
+
+def test_a_bomb_is_400_over_rest_and_invalid_argument_over_grpc(server, bomb, images):
+    body = {"instances": [b64(images[0]), b64(bomb)]}
+    answer = requests.post(server.rest_url + PREDICT, json=body, timeout=60)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (
+        f"images[1]: image too large: 23000x23000 pixels (limit {DEFAULT_MAX_IMAGE_PIXELS}), "
+        "refused before decoding (the server's --max-image-pixels)")
+    examples = {"signature_name": EXAMPLES_SIGNATURE, "instances": [b64(example(bomb))]}
+    answer = requests.post(server.rest_url + PREDICT, json=examples, timeout=60)
+    assert answer.status_code == 400 and "too large" in answer.json()["error"]
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Predict(grpc_request([bomb]), timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "image too large: 23000x23000 pixels" in e.value.details()
+        assert len(stub.Predict(grpc_request(images[:2]), timeout=60).outputs) > 0  # serves on
+
+
+def status_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in kB, from /proc/<pid>/status."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(value) for key, value in re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text,
+                                                         re.M)}
+
+
+@pytest.fixture(scope="module")
+def server_process(exported_model) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m serving.server` on the exported model, its pixel limit raised by the flag
+    to 150M pixels (bombs declare 529M), so that a large image within it can be measured."""
+    rest_port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--model-base-path",
+         str(exported_model.base_path), "--grpc-port", str(free_port()),
+         "--rest-port", str(rest_port), "--max-image-pixels", str(LIMIT)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{rest_port}"
+    try:
+        wait_for(lambda: process.poll() is None and requests.get(
+            f"{url}/v1/models/{MODEL_NAME}", timeout=5).ok, "the server to load the model")
+        yield process, url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_concurrent_bombs_do_not_raise_the_server_s_memory(server_process, bomb, images):
+    process, url = server_process
+    good = {"instances": [b64(i) for i in images[:4]]}
+    assert requests.post(url + PREDICT, json=good, timeout=60).status_code == 200
+    before = status_kb(process.pid)
+    bodies = [{"instances": [b64(bomb)] * 3}] * 4  # 4 clients x 3 bombs: 12 x 1.6 GB declared
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda b: requests.post(url + PREDICT, json=b, timeout=120),
+                                bodies))
+    after = status_kb(process.pid)
+    assert [a.status_code for a in answers] == [400] * 4
+    assert all("image too large" in a.json()["error"] for a in answers)
+    # Only the bodies (4 x 6 MB of JSON) were held: the peak stayed far below one decode.
+    assert after["VmHWM"] < 1.5 * 2**20, (before, after)
+    assert after["VmHWM"] - before["VmHWM"] < 200 * 2**10, (before, after)
+    assert requests.post(url + PREDICT, json=good, timeout=60).status_code == 200
+
+
+def test_the_measure_sees_a_decode_within_the_limit(server_process, images):
+    """The same measure does see memory move when a large image is allowed and decoded."""
+    process, url = server_process
+    side = 12000  # 144M pixels, within the server's limit: decoded, 432 MB as uint8 RGB
+    before = status_kb(process.pid)
+    answer = requests.post(url + PREDICT, json={"instances": [b64(black_png(side))]},
+                           timeout=120)
+    after = status_kb(process.pid)
+    assert answer.status_code == 200, answer.text
+    assert after["VmHWM"] - before["VmHWM"] > 300 * 2**10, (before, after)
