@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from ingestion.convert import convert_image_tree
+from ingestion.convert import REPORT_FILE, convert_image_tree
 from ingestion.names import printable
 from ingestion.reasons import IngestError
 from ingestion.report import summarize
@@ -48,7 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{printable(result.output_dir)}: {summarize(result.report)}")
+    for line in notes(result.report):
+        print(line)
     return 0
+
+
+def notes(report: dict, most: int = 20) -> list[str]:
+    """The report's warnings and near-duplicate groups, one line each (at most `most` groups).
+
+    Args:
+      report: an ingestion report.
+      most: the number of groups listed; the rest are counted (all are in the report).
+
+    Returns:
+      The lines.
+    """
+    lines = [f"warning: {w}" for w in report.get("warnings", [])]
+    groups = report.get("near_duplicates", {}).get("list", [])
+    for group in groups[:most]:
+        paths = ", ".join(m["path"] + (f" (moved from {m['moved_from']})" if "moved_from" in m
+                                       else "") for m in group["members"])
+        lines.append(f"near-duplicates, all in {group['split']}: {paths}")
+    if len(groups) > most:
+        lines.append(f"... and {len(groups) - most} more near-duplicate groups in "
+                     f"{REPORT_FILE}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from ingestion.report import (
 )
 from ingestion.scan import ImageTree, scan_image_tree
 from ingestion.settings import SplitSettings
-from ingestion.splits import assign_splits, keep_first_copy
+from ingestion.splits import keep_first_copy, placed, plan_splits
 from ingestion.validate import DecodeAndValidate
 
 # The names other packages import from here.
@@ -71,7 +71,7 @@ class IngestResult:
 
 def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings, fp: str,
                      out_dir: str) -> None:
-    """Adds the conversion to a Beam pipeline: decode, dedupe, split, write, report.
+    """Adds the conversion to a Beam pipeline: decode, dedupe, plan the splits, write, report.
 
     Args:
       p: the pipeline to add the transforms to.
@@ -93,11 +93,15 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
         | "GroupByContent" >> beam.GroupByKey()
         | "KeepFirstCopy" >> beam.FlatMap(keep_first_copy).with_outputs(
             DecodeAndValidate.SKIPPED, main="ok"))
-    split = (
+    # The plan needs every image's hashes at once (near-duplicates), so it runs on one worker:
+    # small tuples, about 150 bytes an image.
+    plan = (
         unique.ok
-        | "KeyByOriginClass" >> beam.Map(lambda r: ((r["source"].origin, r["source"].label), r))
-        | "GroupByOriginClass" >> beam.GroupByKey()
-        | "AssignSplits" >> beam.FlatMap(assign_splits, settings))
+        | "Placed" >> beam.Map(placed)
+        | "GatherPlaced" >> beam.combiners.ToList()
+        | "PlanSplits" >> beam.Map(plan_splits, settings))
+    split = unique.ok | "AssignSplits" >> beam.Map(
+        lambda r, plan: (plan["splits"][r["sha256"]], r), plan=beam.pvalue.AsSingleton(plan))
     for name in features.SPLITS:
         _ = (
             split
@@ -115,7 +119,8 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
          skipped | "Skipped" >> beam.Map(outcome_skipped))
         | "AllOutcomes" >> beam.Flatten()
         | "Gather" >> beam.combiners.ToList()
-        | "WriteReport" >> beam.ParDo(WriteReport(tree, fp, out_dir)))
+        | "WriteReport" >> beam.ParDo(WriteReport(tree, fp, out_dir),
+                                     plan=beam.pvalue.AsSingleton(plan)))
 
 
 # ---------------------------------------------------------------------------------------------

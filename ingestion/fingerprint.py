@@ -11,12 +11,12 @@ from dataclasses import asdict
 
 from ingestion.reading import digest_source
 from ingestion.scan import ImageTree
-from ingestion.settings import SplitSettings
+from ingestion.settings import NEAR_DUPLICATE_MAX_DISTANCE, SplitSettings
 
 LOG = logging.getLogger("ingestion")
 
 # Bump when the conversion output changes, so old fingerprints are not reused.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 
 
 def fingerprint(tree: ImageTree, settings: SplitSettings) -> str:
@@ -34,7 +34,8 @@ def fingerprint(tree: ImageTree, settings: SplitSettings) -> str:
     """
     h = hashlib.sha256()
     h.update(json.dumps({"version": CONVERSION_VERSION, "layout": tree.layout,
-                         "classes": tree.classes, "settings": asdict(settings)}).encode())
+                         "classes": tree.classes, "settings": asdict(settings),
+                         "near_duplicate_max_distance": NEAR_DUPLICATE_MAX_DISTANCE}).encode())
     for path, reason, label_name in tree.skipped:
         h.update(f"{path}\0skipped:{label_name}:{reason}\n".encode())
     entries = [(f.path, f"{f.label}:{f.origin}") for f in tree.files]

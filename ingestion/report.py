@@ -16,22 +16,36 @@ from contract.artifacts import INGESTION_REPORT_FILE as REPORT_FILE
 from ingestion.names import printable
 from ingestion.reasons import IngestError, reason_key
 from ingestion.scan import ImageTree
+from ingestion.settings import NEAR_DUPLICATE_MAX_DISTANCE
 
 
-def build_report(tree: ImageTree, fp: str, outcomes: list[dict]) -> dict:
+def build_report(tree: ImageTree, fp: str, outcomes: list[dict],
+                 plan: dict | None = None) -> dict:
     """The ingestion report: one entry per input file, and counts per split/class/reason.
 
     ``per_class`` reconciles each class: its inputs (every entry in its folders) are the
     written plus the skipped ones. A reason's count key is its text before ":" or " (".
+    ``warnings`` holds the scan's warnings (class imbalance); ``near_duplicates`` the groups
+    of near-duplicate images, each kept in one split, and a written file of a group (not its
+    first) names the first in ``near_duplicate_of`` and, if it was moved, ``moved_from``.
 
     Args:
       tree: the scan of the image folder.
       fp: the input's fingerprint.
       outcomes: one {"path", "status", ...} per input file, written or skipped.
+      plan: the split plan (splits.plan_splits), for its near-duplicate groups.
 
     Returns:
       The report, as written to ingestion_report.json.
     """
+    groups = (plan or {}).get("groups", [])
+    by_path = {o["path"]: o for o in outcomes}
+    for group in groups:
+        first = group["members"][0]["path"]
+        for member in group["members"][1:]:
+            by_path[member["path"]]["near_duplicate_of"] = first
+            if "moved_from" in member:
+                by_path[member["path"]]["moved_from"] = member["moved_from"]
     counts: dict[str, Counter] = defaultdict(Counter)
     skipped: Counter = Counter()
     class_skipped: Counter = Counter()
@@ -60,6 +74,14 @@ def build_report(tree: ImageTree, fp: str, outcomes: list[dict]) -> dict:
         "per_class": per_class,
         "outside_class_folders": sum(1 for o in outcomes if o["status"] == "skipped"
                                      and o.get("label_name") is None),
+        "warnings": list(tree.warnings),
+        "near_duplicates": {
+            "max_distance": NEAR_DUPLICATE_MAX_DISTANCE,
+            "groups": len(groups),
+            "images": sum(len(g["members"]) for g in groups),
+            "moved": sum("moved_from" in m for g in groups for m in g["members"]),
+            "list": groups,
+        },
         "files": sorted(outcomes, key=lambda o: o["path"]),
     }
 
@@ -100,9 +122,9 @@ class WriteReport(beam.DoFn):
     def __init__(self, tree: ImageTree, fp: str, out_dir: str):
         self._tree, self._fp, self._out_dir = tree, fp, out_dir
 
-    def process(self, outcomes: list[dict]) -> Iterator[dict]:
+    def process(self, outcomes: list[dict], plan: dict) -> Iterator[dict]:
         """Writes the report of all outcomes to the output folder and yields it."""
-        report = build_report(self._tree, self._fp, outcomes)
+        report = build_report(self._tree, self._fp, outcomes, plan)
         with tf.io.gfile.GFile(os.path.join(self._out_dir, REPORT_FILE), "w") as f:
             json.dump(report, f, indent=1)
         yield report
@@ -160,7 +182,7 @@ def check_every_class_written(report: dict) -> None:
 
 
 def summarize(report: dict) -> str:
-    """One line: written per split and skipped per reason.
+    """One line: written per split, skipped per reason, and the near-duplicate groups.
 
     Args:
       report: an ingestion report.
@@ -172,5 +194,9 @@ def summarize(report: dict) -> str:
     text = f"{report['written']} written ({splits}), {report['skipped']} skipped"
     if report["skipped_by_reason"]:
         text += " [" + ", ".join(f"{r}: {n}" for r, n in report["skipped_by_reason"].items()) + "]"
+    near = report.get("near_duplicates", {})
+    if near.get("groups"):
+        text += (f"; {near['groups']} near-duplicate groups ({near['images']} images, "
+                 f"{near['moved']} moved to their group's split)")
     return text
 

@@ -3,6 +3,7 @@ skipped without opening them (checked before anything is read or written)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,8 +12,10 @@ import tensorflow as tf
 
 from ingestion.names import is_remote, printable
 from ingestion.reasons import IngestError, op_reason, os_reason
+from ingestion.settings import IMBALANCE_WARNING_RATIO
 from ingestion.walk import visible, walk
 
+LOG = logging.getLogger("ingestion")
 TRAIN_VALIDATION = "train_validation"
 CLASS_FOLDERS = "class_folders"
 
@@ -59,6 +62,7 @@ class ImageTree:
     classes: list[str]
     files: list[SourceFile]
     skipped: list[tuple[str, str, str | None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. class imbalance
 
     def inputs_per_class(self) -> dict[str, int]:
         """Every entry in each class's folders (candidates and entries skipped at the scan).
@@ -110,6 +114,32 @@ def _rel(parts: tuple[str, ...]) -> tuple[str, bytes]:
     if not parts:
         return ".", b"."
     return "/".join(printable(p) for p in parts), os.fsencode(os.path.join(*parts))
+
+
+def imbalance_warnings(classes: list[str], candidates: Counter, origins: list[str],
+                       ratio: float = IMBALANCE_WARNING_RATIO) -> list[str]:
+    """A warning per folder whose largest class has more than ratio times the files of its
+    smallest (the splits cut each class at the same fractions, so they inherit it).
+
+    Args:
+      classes: the class names, in index order.
+      candidates: candidate files per (origin, class index).
+      origins: the folders: "train" and "validation", or "" for the class-folder layout.
+      ratio: the largest tolerated largest : smallest ratio.
+
+    Returns:
+      E.g. "class imbalance in train/: cats 400, dogs 30 (13.3:1, above 10:1)".
+    """
+    warnings = []
+    for origin in origins:
+        counts = {name: candidates[origin, index] for index, name in enumerate(classes)}
+        largest, smallest = max(counts.values()), min(counts.values())
+        if smallest and largest > ratio * smallest:
+            where = f"{origin}/" if origin else "the class folders"
+            shown = ", ".join(f"{name} {n}" for name, n in counts.items())
+            warnings.append(f"class imbalance in {where}: {shown} "
+                            f"({largest / smallest:.1f}:1, above {ratio:g}:1)")
+    return warnings
 
 
 def scan_image_tree(root: str) -> ImageTree:
@@ -198,6 +228,9 @@ def scan_image_tree(root: str) -> ImageTree:
                 raise IngestError(
                     f"class {name!r} has {n_train} files in train/ and {n_val} in validation/ "
                     f"({empty}/{name}/ {state}); every class needs images in both")
+    tree.warnings = imbalance_warnings(classes, candidates, origins)
+    for warning in tree.warnings:
+        LOG.warning("%s", warning)
     paths = Counter([f.path for f in tree.files] + [p for p, _, _ in tree.skipped])
     clashes = sorted(p for p, n in paths.items() if n > 1)
     if clashes:

@@ -39,3 +39,11 @@ class SplitSettings:
 
 
 DEFAULT_SPLIT = SplitSettings()
+
+# Two images whose perceptual hashes (64 bits, ingestion/near_duplicates.py) differ in at most
+# this many bits are near-duplicates, kept in one split. A photo and its JPEG q95 re-encode
+# differ in at most 2; the closest two different photos of cats_vs_dogs in 12.
+NEAR_DUPLICATE_MAX_DISTANCE = 4
+# A folder whose largest class has more than this many times the files of its smallest one
+# gets a warning (logged before anything is written, and kept in the report).
+IMBALANCE_WARNING_RATIO = 10

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from contract import features
 from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS, image_size, pixel_limit_reason
+from ingestion.near_duplicates import perceptual_hash
 from ingestion.reading import read_source
 from ingestion.scan import SourceFile
 from ingestion.settings import SplitSettings
@@ -31,7 +32,8 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_IMAG
       max_pixels: the most pixels decoding may produce (width x height; all frames of a GIF).
 
     Returns:
-      ({"format", "height", "width"}, None) for a usable image, else (None, a one-line human
+      ({"format", "height", "width", "phash"}, None) for a usable image (phash: its
+      perceptual hash, see near_duplicates.py), else (None, a one-line human
       skip reason such as "undecodable jpeg" or "too large: 23000x23000 pixels (limit ...)").
     """
     if not data:
@@ -53,7 +55,8 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_IMAG
     height, width = int(image.shape[0]), int(image.shape[1])
     if min(height, width) < min_side:
         return None, f"too small ({width}x{height} px, minimum side {min_side})"
-    return {"format": fmt, "height": height, "width": width}, None
+    return {"format": fmt, "height": height, "width": width,
+            "phash": perceptual_hash(image)}, None
 
 
 class DecodeAndValidate(beam.DoFn):
