@@ -1,7 +1,8 @@
-"""The one configuration of a pipeline run: every knob, with the tutorial recipe as defaults.
+"""The one configuration of a pipeline run: every knob, with the default recipe's values.
 
 Both runners build a `PipelineConfig` from the same flag definitions (`add_flags` /
-`config_from_args`), so no knob is declared twice.
+`config_from_args`), so no knob is declared twice. `--recipe seed` swaps in the tutorial's
+values for the knobs it sets (RECIPES); flags given explicitly still win.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ TUTORIAL_FINE_TUNE_AT = 100
 TUTORIAL_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
 TUTORIAL_DROPOUT = 0.2
 TUTORIAL_ROTATION = 0.2
+# The resolution the shipped ImageNet weights were trained at (keras.applications' files).
+WEIGHTS_IMAGE_SIZE = 224
 TUTORIAL_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 # The one TF Serving image: serving/docker-compose.yml serves with it, and the Kubeflow serving
 # check (run_kubeflow.py --serving-check kubernetes) validates with it. Its version is the
@@ -87,29 +90,50 @@ class PipelineConfig:
         DEFAULT_SPLIT.max_file_bytes, "Larger files are skipped without being read."
     )
 
+    recipe: str = _knob(
+        "default",
+        "default: the head trained to convergence on cached base features at 224 px, then a "
+        "short fine-tune keeping its best epoch; seed: the TensorFlow tutorial's recipe as "
+        "written (160 px, 10 + 10 epochs, last epoch kept).",
+        choices=("default", "seed"),
+    )
+
     # Model
     base_weights: str = _knob(
         "imagenet",
         "MobileNetV2 base weights: imagenet (Keras download), a local .h5 path, or none.",
     )
     alpha: float = _knob(1.0, "MobileNetV2 width multiplier (must match the weights file).")
-    image_size: int = _knob(TUTORIAL_IMAGE_SIZE, "Square input size in pixels.")
+    image_size: int = _knob(
+        WEIGHTS_IMAGE_SIZE,
+        "Square input size in pixels (serving resizes any image to it).",
+    )
     dropout: float = _knob(TUTORIAL_DROPOUT, "Dropout rate before the classification layer.")
     rotation: float = _knob(TUTORIAL_ROTATION, "RandomRotation factor for augmentation (0 = off).")
     horizontal_flip: bool = _knob(True, "Random horizontal flips for augmentation.")
 
     # Training
     batch_size: int = _knob(TUTORIAL_BATCH_SIZE, "Batch size.")
-    epochs: int = _knob(TUTORIAL_EPOCHS, "Phase 1 (frozen base) epochs.")
-    learning_rate: float = _knob(TUTORIAL_LEARNING_RATE, "Phase 1 Adam learning rate.")
-    fine_tune_epochs: int = _knob(
-        TUTORIAL_FINE_TUNE_EPOCHS, "Phase 2 (fine-tune) epochs; 0 skips it."
+    cache_features: bool = _knob(
+        True,
+        "Phase 1 trains the head on base features computed once per image and view "
+        "(original, and mirrored with --horizontal-flip) instead of running the frozen base "
+        "every epoch.",
     )
+    epochs: int = _knob(200, "Phase 1 (frozen base) epochs: the most, with --patience.")
+    learning_rate: float = _knob(1e-3, "Phase 1 Adam learning rate.")
+    patience: int = _knob(
+        10,
+        "Each phase stops after this many epochs without a lower eval loss and keeps its "
+        "best epoch (phase 2 keeps phase 1's weights if none beats them); 0 runs every epoch "
+        "and keeps the last.",
+    )
+    fine_tune_epochs: int = _knob(3, "Phase 2 (fine-tune) epochs: the most; 0 skips it.")
     fine_tune_at: int = _knob(
         TUTORIAL_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index."
     )
     fine_tune_lr_factor: float = _knob(
-        TUTORIAL_FINE_TUNE_LR_FACTOR, "Phase 2 RMSprop learning rate = learning rate x this factor."
+        0.01, "Phase 2 RMSprop learning rate = learning rate x this factor."
     )
     shuffle_buffer: int = _knob(1000, "Shuffle buffer size (examples).")
     seed: int = _knob(42, "Random seed for shuffling, augmentation and initialisation.")
@@ -117,21 +141,46 @@ class PipelineConfig:
     # Evaluation and push
     min_accuracy: float = _knob(0.90, "Blessing needs test accuracy >= this.")
     max_accuracy_drop: float = _knob(
-        0.01, "Blessing fails if accuracy falls more than this below the last blessed model."
+        0.01, "Blessing fails if accuracy falls more than this below the served model's."
     )
     compare_to_baseline: bool = _knob(
         True,
-        "Gate on no regression against the latest blessed model. It needs a resolver node, "
-        "which open-source Kubeflow Pipelines' v2 backend does not run (Vertex AI does).",
+        "Gate on no regression against the model the serving dir serves now (its highest "
+        "complete version of --model-name), whichever output dir pushed it.",
+    )
+    allow_no_baseline: bool = _knob(
+        False,
+        "Run even if the serving dir holds versions none of which can be the baseline "
+        "(incomplete, or other classes); the model is then gated on --min-accuracy alone.",
     )
 
     # Execution
     beam_workers: int = _knob(1, "Beam in-memory workers for ingestion and TFX components.")
     enable_cache: bool = _knob(True, "Reuse outputs of unchanged components (TFX caching).")
 
+    @classmethod
+    def for_recipe(cls, recipe: str, **values: Any) -> PipelineConfig:
+        """The config of a recipe: its knob values (RECIPES), then `values` over them.
+
+        Args:
+          recipe: a name in RECIPES.
+          **values: field values that win over the recipe's.
+
+        Returns:
+          The config.
+
+        Raises:
+          ValueError: an unknown recipe, or values that fail the range checks.
+        """
+        if recipe not in RECIPES:
+            raise ValueError(f"invalid configuration: --recipe must be one of {sorted(RECIPES)}")
+        return cls(recipe=recipe, **{**RECIPES[recipe], **values})
+
     def __post_init__(self) -> None:
         problems = [f"{_flag_name(name)} {rule}" for name, (rule, check) in RANGES.items()
                     if not check(getattr(self, name))]
+        if self.recipe not in RECIPES:
+            problems.append(f"--recipe must be one of {sorted(RECIPES)}")
         if self.eval_fraction + self.test_fraction >= 1:
             problems.append("--eval-fraction + --test-fraction must leave images for training")
         if problems:
@@ -184,6 +233,18 @@ class PipelineConfig:
         return TrainingConfig(**{k: getattr(self, k) for k in TrainingConfig.field_names()})
 
 
+# The knob values of each --recipe that differ from the field defaults (the default recipe's).
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The TensorFlow "Transfer learning and fine-tuning" tutorial, as written.
+    "seed": {"image_size": TUTORIAL_IMAGE_SIZE, "cache_features": False,
+             "epochs": TUTORIAL_EPOCHS, "learning_rate": TUTORIAL_LEARNING_RATE, "patience": 0,
+             "fine_tune_epochs": TUTORIAL_FINE_TUNE_EPOCHS,
+             "fine_tune_lr_factor": TUTORIAL_FINE_TUNE_LR_FACTOR},
+}
+# Knobs some recipe sets: their flags default to "the recipe's value".
+_RECIPE_KNOBS = frozenset(k for values in RECIPES.values() for k in values)
+
 # Each numeric knob's valid range, checked before any work: (the rule as users read it, check).
 RANGES: dict[str, tuple[str, Any]] = {
     "eval_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
@@ -200,6 +261,7 @@ RANGES: dict[str, tuple[str, Any]] = {
     "rotation": ("must be in [0, 1] (a fraction of a full turn)", lambda v: 0 <= v <= 1),
     "batch_size": ("must be in [1, 4096]", lambda v: 1 <= v <= 4096),
     "epochs": ("must be >= 1", lambda v: v >= 1),
+    "patience": ("must be >= 0", lambda v: v >= 0),
     "learning_rate": ("must be in (0, 1]", lambda v: 0 < v <= 1),
     "fine_tune_epochs": ("must be >= 0", lambda v: v >= 0),
     "fine_tune_at": ("must be >= 0", lambda v: v >= 0),
@@ -257,6 +319,9 @@ _FLAG_GROUPS = {"data_dir": "data and outputs", "eval_fraction": "ingestion",
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds one flag per PipelineConfig field (defaults and help from the dataclass).
 
+    A knob that a recipe sets parses to None when not given, so that config_from_args can
+    tell the recipe's value from an explicit flag.
+
     Args:
       parser: the parser to add them to, in --help sections; booleans get --x/--no-x.
     """
@@ -265,14 +330,22 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in _FLAG_GROUPS:
             group = parser.add_argument_group(_FLAG_GROUPS[f.name])
         kwargs: dict[str, Any] = {"help": f.metadata["help"], "dest": f.name,
-                                  "default": f.default}
+                                  "default": None if f.name in _RECIPE_KNOBS else f.default}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = _field_type(f)
-            if f.default is not None:
-                kwargs["help"] += f" (default: {f.default})"
+        if f.default is not None:
+            kwargs["help"] += _default_help(f)
         group.add_argument(_flag_name(f.name), **kwargs)
+
+
+def _default_help(f: dataclasses.Field) -> str:
+    others = "".join(f"; --recipe {name}: {values[f.name]}" for name, values in RECIPES.items()
+                     if f.name in values)
+    return f" (default: {f.default}{others})"
 
 
 def _field_type(f: dataclasses.Field) -> type:
@@ -284,7 +357,8 @@ def _field_type(f: dataclasses.Field) -> type:
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> PipelineConfig:
-    """Builds the config from parsed flags (only the fields the parser defined).
+    """Builds the config from parsed flags (only the fields the parser defined): the recipe's
+    knob values, then the flags given explicitly.
 
     Args:
       args: the parsed flags (add_flags); attributes that are no field are ignored.
@@ -297,6 +371,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> PipelineConf
       ValueError: the values fail PipelineConfig's checks.
     """
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
+    values = {k: v for k, v in vars(args).items()
+              if k in names and not (v is None and k in _RECIPE_KNOBS)}
     values.update(overrides)
-    return PipelineConfig(**values)
+    return PipelineConfig.for_recipe(values.pop("recipe", "default"), **values)

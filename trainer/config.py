@@ -22,8 +22,10 @@ class TrainingConfig:
     rotation: float
     horizontal_flip: bool
     batch_size: int
+    cache_features: bool  # phase 1 on base features computed once (trainer.feature_cache)
     epochs: int
     learning_rate: float
+    patience: int  # 0: every epoch runs, the last is kept; else early stopping, best kept
     fine_tune_epochs: int
     fine_tune_at: int
     fine_tune_lr_factor: float

@@ -59,8 +59,8 @@ def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
                                    else "", num_parallel_reads=tf.data.AUTOTUNE)
 
 
-def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig,
-             training: bool) -> tf.data.Dataset:
+def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig, training: bool,
+             cache: bool = True) -> tf.data.Dataset:
     """Batches of (float32 images [B, S, S, 3] in [0, 255], int64 labels [B]).
 
     Decoded images are cached in memory after the first epoch; training data is reshuffled
@@ -71,6 +71,7 @@ def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig,
       cfg: the knobs used here: image_size (S), batch_size (B; the last batch may be
         smaller), shuffle_buffer (examples) and seed.
       training: shuffle every epoch.
+      cache: keep the decoded images in memory after the first pass (for several epochs).
 
     Returns:
       The batched, prefetched dataset.
@@ -83,7 +84,9 @@ def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig,
         return image, parsed[features.LABEL_KEY]
 
     ds = record_dataset(file_patterns).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
-                                           deterministic=True).cache()
+                                           deterministic=True)
+    if cache:
+        ds = ds.cache()
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
     return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 
 import keras
+import tensorflow as tf
 
 from trainer.config import TrainingConfig
 
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
 BASE_NAME = "mobilenetv2_base"
-
-
 WRAPPER_NAME = "base_inference_mode"
+FEATURES_LAYER = "pool"  # the pooled base features: what phase 1's feature cache holds
+HEAD_LAYERS = ("dropout", "logits")  # the layers on top of FEATURES_LAYER, in order
 
 
 @keras.saving.register_keras_serializable(package="tfx_image_transfer")
@@ -52,13 +55,51 @@ class WeightsError(RuntimeError):
     """The base weights cannot be loaded (no network for imagenet, missing or mismatched file)."""
 
 
+def local_weights_file(uri: str) -> str:
+    """A local path of a weights file given as a path or any tf.io.gfile URI (gs://...).
+
+    Keras loads .h5 files from local paths only, so a remote file is copied once into a
+    temporary folder first.
+
+    Args:
+      uri: a local path or a remote URI of a no-top MobileNetV2 .h5 file.
+
+    Returns:
+      The local path.
+
+    Raises:
+      WeightsError: the file does not exist or cannot be read, in one line.
+    """
+    missing = WeightsError(f"base weights file {uri!r} does not exist "
+                           "(use imagenet, none, or the path or URI of a MobileNetV2 no-top .h5)")
+    if "://" not in uri:
+        if not os.path.isfile(uri):
+            raise missing
+        return uri
+    local = os.path.join(tempfile.gettempdir(), "tfx-image-transfer-weights",
+                         hashlib.sha256(uri.encode()).hexdigest()[:16], os.path.basename(uri))
+    if os.path.isfile(local):
+        return local
+    try:
+        if not tf.io.gfile.exists(uri):
+            raise missing
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tf.io.gfile.copy(uri, local + ".part", overwrite=True)
+    except (tf.errors.OpError, OSError) as e:
+        raise WeightsError(f"cannot read base weights {uri!r}: "
+                           f"{getattr(e, 'message', None) or e}") from None
+    os.replace(local + ".part", local)
+    return local
+
+
 def build_base(image_size: int, alpha: float, base_weights: str) -> keras.Model:
     """MobileNetV2 without its top, frozen, with weights from imagenet, a local .h5, or none.
 
     Args:
       image_size: the input side, in pixels (input shape [image_size, image_size, 3]).
       alpha: MobileNetV2's width multiplier; must match a weights file's.
-      base_weights: "imagenet" (downloaded), "none" (random), or the path of a no-top .h5.
+      base_weights: "imagenet" (downloaded), "none" (random), or the path or tf.io.gfile URI
+        of a no-top .h5.
 
     Returns:
       The frozen base, named mobilenetv2_base.
@@ -73,10 +114,7 @@ def build_base(image_size: int, alpha: float, base_weights: str) -> keras.Model:
     elif base_weights == IMAGENET:
         weights = IMAGENET
     else:
-        if not os.path.isfile(base_weights):
-            raise WeightsError(f"base weights file {base_weights!r} does not exist "
-                               "(use imagenet, none, or a path to a MobileNetV2 no-top .h5)")
-        weights = base_weights
+        weights = local_weights_file(base_weights)
     try:
         base = keras.applications.MobileNetV2(input_shape=shape, alpha=alpha, include_top=False,
                                               weights=weights)
@@ -126,9 +164,10 @@ def build_model(num_classes: int, cfg: TrainingConfig) -> keras.Model:
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
     base = build_base(cfg.image_size, cfg.alpha, cfg.base_weights)
     x = InferenceMode(base, name=WRAPPER_NAME)(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(x)
-    outputs = keras.layers.Dense(1 if num_classes == 2 else num_classes, name="logits")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
+    dropout_name, logits_name = HEAD_LAYERS
+    x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name=dropout_name)(x)
+    outputs = keras.layers.Dense(1 if num_classes == 2 else num_classes, name=logits_name)(x)
     return keras.Model(inputs, outputs, name="image_classifier")
 
 

@@ -1,4 +1,4 @@
-"""The Trainer's `run_fn`: phase 1 (frozen base), phase 2 (fine-tune), history, export."""
+"""The Trainer's `run_fn`: phase 1 (the head), phase 2 (fine-tune), history, export."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import keras
 import tensorflow as tf
 
 from contract.artifacts import HISTORY_FILE
+from trainer.best_epoch import KeepBestEpoch
 from trainer.config import TrainingConfig
 from trainer.data import input_fn
 from trainer.export import export_model
+from trainer.feature_cache import train_head
 from trainer.model import build_model, compile_model, is_binary, unfreeze_top
 from trainer.warmup import read_encoded_images, write_warmup_requests
 
@@ -30,8 +32,14 @@ def _binary_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
                      class_names: list[str], cfg: TrainingConfig, export_dir: str,
                      log_dir: str) -> dict[str, Any]:
-    """Runs both phases of the tutorial recipe, writes history.json and TensorBoard logs to log_dir,
-    exports the SavedModel to export_dir, and returns the history.
+    """Trains the head (phase 1) and fine-tunes the top of the base (phase 2), writes
+    history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir, and
+    returns the history.
+
+    Phase 1 trains the head on cached base features (cfg.cache_features) or, as the seed
+    recipe does, end to end over the images. With cfg.patience, each phase stops once the
+    eval loss has not improved for that many epochs and keeps its best epoch; phase 2 keeps
+    phase 1's weights when no fine-tuning epoch beats them.
 
     Args:
       train_files: training TFRecord files of tf.Examples: a glob pattern or a list of them.
@@ -42,7 +50,10 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       log_dir: where history.json and the TensorBoard logs are written.
 
     Returns:
-      {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0.
+      {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0. Each
+      phase holds "history" (per-epoch metrics), "seconds", "trainable_weights" and
+      "kept_epoch": the 1-based epoch of that phase whose weights were kept (0 in phase 2:
+      no fine-tuning epoch beat phase 1, whose weights were kept).
     """
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(len(class_names), cfg)
@@ -53,24 +64,31 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
     history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
 
-    LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
-    compile_model(model, keras.optimizers.Adam(cfg.learning_rate))
     started = time.monotonic()
-    h1 = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs,
-                   callbacks=[tensorboard], verbose=2)
-    history["phase1"] = _phase_record(h1.history, model, time.monotonic() - started)
+    if cfg.cache_features:
+        LOG.info("phase 1: head on cached base features, Adam %.2g, up to %d epochs",
+                 cfg.learning_rate, cfg.epochs)
+        extra, best_loss = train_head(model, train_files, eval_files, cfg, [tensorboard])
+        metrics, kept = extra.pop("fit"), extra.pop("kept_epoch")
+    else:
+        LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
+        metrics, kept, best_loss = _fit(model, keras.optimizers.Adam(cfg.learning_rate),
+                                        train_ds, eval_ds, cfg, cfg.epochs, 0, None,
+                                        [tensorboard])
+        extra = {}
+    history["phase1"] = {**_phase_record(metrics, model, time.monotonic() - started, kept),
+                         **extra}
 
     if cfg.fine_tune_epochs > 0:
         unfreeze_top(model, cfg.fine_tune_at)
         rate = cfg.learning_rate * cfg.fine_tune_lr_factor
-        LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, %d epochs",
+        LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, up to %d epochs",
                  cfg.fine_tune_at, rate, cfg.fine_tune_epochs)
-        compile_model(model, keras.optimizers.RMSprop(rate))
         started = time.monotonic()
-        h2 = model.fit(train_ds, validation_data=eval_ds,
-                       epochs=cfg.epochs + cfg.fine_tune_epochs, initial_epoch=cfg.epochs,
-                       callbacks=[tensorboard], verbose=2)
-        history["phase2"] = _phase_record(h2.history, model, time.monotonic() - started)
+        first_epoch = len(metrics["loss"])
+        metrics, kept, _ = _fit(model, keras.optimizers.RMSprop(rate), train_ds, eval_ds, cfg,
+                                cfg.fine_tune_epochs, first_epoch, best_loss, [tensorboard])
+        history["phase2"] = _phase_record(metrics, model, time.monotonic() - started, kept)
 
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
@@ -81,9 +99,29 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     return history
 
 
-def _phase_record(metrics: dict[str, list[float]], model: keras.Model,
-                  seconds: float) -> dict[str, Any]:
+def _fit(model: keras.Model, optimizer: keras.optimizers.Optimizer, train_ds: tf.data.Dataset,
+         eval_ds: tf.data.Dataset, cfg: TrainingConfig, epochs: int, first_epoch: int,
+         start_loss: float | None, callbacks: list[keras.callbacks.Callback]
+         ) -> tuple[dict[str, list[float]], int, float | None]:
+    """One phase over the images: (per-epoch metrics, kept epoch, its eval loss).
+
+    Without cfg.patience (the seed recipe) every epoch runs and the last is kept; start_loss
+    is the eval loss of the weights the phase starts from, which then compete as epoch 0.
+    """
+    compile_model(model, optimizer)
+    keep = KeepBestEpoch(cfg.patience, start_loss) if cfg.patience else None
+    fit = model.fit(train_ds, validation_data=eval_ds, epochs=first_epoch + epochs,
+                    initial_epoch=first_epoch, callbacks=[*callbacks, *filter(None, [keep])],
+                    verbose=2)
+    if keep is not None:
+        return fit.history, keep.best_epoch, keep.best_loss
+    return fit.history, len(fit.history["loss"]), fit.history["val_loss"][-1]
+
+
+def _phase_record(metrics: dict[str, list[float]], model: keras.Model, seconds: float,
+                  kept_epoch: int) -> dict[str, Any]:
     return {"history": {k: [float(v) for v in vs] for k, vs in metrics.items()},
+            "kept_epoch": kept_epoch,
             "trainable_weights": len(model.trainable_weights),
             "seconds": round(seconds, 1)}
 

@@ -1,0 +1,67 @@
+"""--recipe: the default recipe, the tutorial's (seed) one flag away, explicit flags winning."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pipeline.config import (
+    RECIPES,
+    TUTORIAL_EPOCHS,
+    TUTORIAL_FINE_TUNE_EPOCHS,
+    TUTORIAL_IMAGE_SIZE,
+    TUTORIAL_LEARNING_RATE,
+    WEIGHTS_IMAGE_SIZE,
+    PipelineConfig,
+    add_flags,
+    config_from_args,
+)
+
+
+def parse(*flags: str) -> PipelineConfig:
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    return config_from_args(parser.parse_args(list(flags)))
+
+
+def test_the_default_recipe_is_the_field_defaults():
+    cfg = parse()
+    assert cfg == PipelineConfig() and cfg.recipe == "default"
+    assert cfg.image_size == WEIGHTS_IMAGE_SIZE and cfg.cache_features and cfg.patience > 0
+
+
+def test_seed_is_the_tutorial_recipe_as_written():
+    cfg = parse("--recipe", "seed")
+    tutorial = cfg.training_config()
+    assert (tutorial.image_size, tutorial.epochs, tutorial.fine_tune_epochs) == (
+        TUTORIAL_IMAGE_SIZE, TUTORIAL_EPOCHS, TUTORIAL_FINE_TUNE_EPOCHS)
+    assert tutorial.learning_rate == TUTORIAL_LEARNING_RATE
+    assert tutorial.learning_rate * tutorial.fine_tune_lr_factor == pytest.approx(1e-5)
+    assert not tutorial.cache_features and tutorial.patience == 0
+    assert cfg == PipelineConfig.for_recipe("seed")
+
+
+def test_explicit_flags_win_over_the_recipe():
+    cfg = parse("--recipe", "seed", "--image-size", "224", "--patience", "3",
+                "--cache-features")
+    assert (cfg.image_size, cfg.patience, cfg.cache_features) == (224, 3, True)
+    assert cfg.epochs == TUTORIAL_EPOCHS  # not given: the recipe's
+    assert parse("--epochs", "7").epochs == 7
+
+
+def test_every_recipe_value_is_a_knob_in_range():
+    for name in RECIPES:
+        PipelineConfig.for_recipe(name)  # raises on unknown knobs or values out of range
+    with pytest.raises(ValueError, match="--recipe must be one of"):
+        PipelineConfig.for_recipe("fastest")
+    with pytest.raises(SystemExit):
+        parse("--recipe", "fastest")
+
+
+def test_help_shows_both_recipes_defaults(capsys):
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    parser.print_help()
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {WEIGHTS_IMAGE_SIZE}; --recipe seed: {TUTORIAL_IMAGE_SIZE})" in text

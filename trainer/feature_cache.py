@@ -1,0 +1,105 @@
+"""Phase 1 on cached features: the frozen base runs once per image and view, then the head
+trains on those features until the eval loss stops improving.
+
+With the base frozen and its BatchNormalization in inference mode, phase 1 of the seed recipe
+computes the same base features every epoch; only the head changes. Computing them once turns
+each head epoch into a small dense-layer pass, so the head can train to convergence in a
+fraction of the time. Augmentation becomes a fixed set of views: the image and, when
+horizontal flips are on, its mirror. (Random rotations are not cached: a few fixed rotated
+views cost a base pass each and measured no better.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer.best_epoch import KeepBestEpoch
+from trainer.config import TrainingConfig
+from trainer.data import input_fn
+from trainer.model import FEATURES_LAYER, HEAD_LAYERS, compile_model, is_binary
+
+
+def views(cfg: TrainingConfig) -> list[str]:
+    """The augmentation views whose features are cached for training.
+
+    Args:
+      cfg: the knob used here: horizontal_flip.
+
+    Returns:
+      ["original"], plus "mirrored" when horizontal flips are on.
+    """
+    return ["original", "mirrored"] if cfg.horizontal_flip else ["original"]
+
+
+def extract_features(model: keras.Model, file_patterns: list[str] | str, cfg: TrainingConfig,
+                     view_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model up to its pooled base features over every example, once per view.
+
+    Args:
+      model: a model from build_model (its augmentation layers are inactive here).
+      file_patterns: TFRecord files of tf.Examples.
+      cfg: the input knobs (image_size, batch_size).
+      view_names: from `views`; "mirrored" flips each image left to right.
+
+    Returns:
+      (features float32 [N x views, D], labels int64 [N x views]), view by view.
+    """
+    extractor = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
+    run = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    per_view: dict[str, list[np.ndarray]] = {name: [] for name in view_names}
+    labels = []
+    for images, batch_labels in input_fn(file_patterns, cfg, training=False, cache=False):
+        labels.append(batch_labels.numpy())
+        for name in view_names:
+            viewed = tf.image.flip_left_right(images) if name == "mirrored" else images
+            per_view[name].append(run(viewed).numpy())
+    label_array = np.concatenate(labels)
+    return (np.concatenate([np.concatenate(per_view[name]) for name in view_names]),
+            np.tile(label_array, len(view_names)))
+
+
+def train_head(model: keras.Model, train_files: list[str] | str, eval_files: list[str] | str,
+               cfg: TrainingConfig, callbacks: list[keras.callbacks.Callback]
+               ) -> tuple[dict[str, Any], float]:
+    """Phase 1: trains the model's head on cached base features, keeping its best eval epoch.
+
+    The head model shares its layers with `model`, so training it trains the model's head.
+
+    Args:
+      model: a model from build_model, its base frozen; its head is trained in place.
+      train_files: training TFRecord files.
+      eval_files: evaluation TFRecord files (the early-stopping split).
+      cfg: the knobs used here: epochs (the most head epochs), patience, learning_rate,
+        batch_size, horizontal_flip, and the input knobs.
+      callbacks: more callbacks for the head's fit (e.g. TensorBoard).
+
+    Returns:
+      (the phase record's extra fields: views, examples, feature_seconds, the fit history and
+      kept_epoch; the kept epoch's eval loss).
+    """
+    started = time.monotonic()
+    view_names = views(cfg)
+    x_train, y_train = extract_features(model, train_files, cfg, view_names)
+    x_eval, y_eval = extract_features(model, eval_files, cfg, ["original"])
+    feature_seconds = time.monotonic() - started
+
+    features = keras.Input(x_train.shape[1:], name="features")
+    head_out = features
+    for name in HEAD_LAYERS:
+        head_out = model.get_layer(name)(head_out)
+    head = keras.Model(features, head_out, name="head")
+    if is_binary(model):
+        y_train, y_eval = (y.astype(np.float32)[:, None] for y in (y_train, y_eval))
+    compile_model(head, keras.optimizers.Adam(cfg.learning_rate))
+    keep = KeepBestEpoch(cfg.patience)
+    fit = head.fit(x_train, y_train, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                   validation_data=(x_eval, y_eval), callbacks=[*callbacks, keep], verbose=0)
+    record = {"views": view_names, "examples": len(y_train) // len(view_names),
+              "feature_seconds": round(feature_seconds, 1), "fit": fit.history,
+              "kept_epoch": keep.best_epoch}
+    return record, keep.best_loss
