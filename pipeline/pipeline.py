@@ -230,10 +230,14 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
                 base_directory=cfg.serving_model_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor))
 
+    # Last, after the push: the page shows where the model went and every step's time.
     report = RunReportGen(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         model_run=trainer.outputs["model_run"], blessing=evaluator.outputs["blessing"],
-        serving_check=check.outputs["blessing"],
+        evaluation=evaluator.outputs["evaluation"], serving_check=check.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"],
+        anomalies=example_validator.outputs["anomalies"], ingested_dir=examples_dir,
+        metadata_path=metadata_path or "", pipeline_name=cfg.pipeline_name,
     ).with_id("RunReport")
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,

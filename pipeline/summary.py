@@ -12,41 +12,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
+from components.report.mlmd import latest_run_executions, open_store, step_entry
 from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
 from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
 
 SUMMARY_FILE = "run_summary.json"
-
-
-def _store(path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
-def _latest_run_executions(store: metadata_store.MetadataStore, pipeline_name: str) -> list:
-    """Executions of the pipeline's newest run (LocalDagRunner makes each run a child context
-    of the pipeline's context)."""
-    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
-    if pipeline_ctx is None:
-        return []
-    run_type = store.get_context_type("pipeline_run")
-    runs = [c for c in store.get_children_contexts_by_context(pipeline_ctx.id)
-            if c.type_id == run_type.id]
-    if not runs:
-        return []
-    latest = max(runs, key=lambda c: c.create_time_since_epoch)
-    return store.get_executions_by_context(latest.id)
-
-
-def _node_id(store: metadata_store.MetadataStore, execution: Any, node_type_id: int) -> str:
-    for ctx in store.get_contexts_by_execution(execution.id):
-        if ctx.type_id == node_type_id:
-            return ctx.name.split(".", 1)[-1]
-    return f"execution-{execution.id}"
 
 
 def _outputs(store: metadata_store.MetadataStore, execution_id: int) -> list:
@@ -112,19 +84,12 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
     }
     if not os.path.exists(cfg.metadata_path):
         return summary
-    store = _store(cfg.metadata_path)
-    node_type = store.get_context_type("node")
-    for execution in sorted(_latest_run_executions(store, cfg.pipeline_name),
-                            key=lambda e: e.create_time_since_epoch):
-        seconds = (execution.last_update_time_since_epoch
-                   - execution.create_time_since_epoch) / 1000
-        node_id = _node_id(store, execution, node_type.id)
-        summary["components"].append({
-            "component": node_id,
-            "status": metadata_store_pb2.Execution.State.Name(execution.last_known_state),
-            "seconds": round(seconds, 1)})
+    store = open_store(cfg.metadata_path)
+    for execution in latest_run_executions(store, cfg.pipeline_name):
+        step = step_entry(store, execution)
+        summary["components"].append(step)
         for artifact in _outputs(store, execution.id):
-            _read_artifact(store, artifact, summary, node_id)
+            _read_artifact(store, artifact, summary, step["component"])
     return summary
 
 
@@ -196,7 +161,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"serving check{by}: {describe(check)}")
     lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed' + _why_not_pushed(summary)}")
     if summary["report"]:
-        lines.append(f"report (samples, learning curves, confusion matrix): {summary['report']}")
+        lines.append(f"report: {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from tests.conftest import (
     ALPHA,
     FAST_ARGS,
     MINI,
+    REPO,
     WEIGHTS,
     run_local,
     run_pipeline_on_mini,
@@ -248,17 +251,44 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
     assert history["phase1"]["trainable_weights"] == 2
     assert history["phase2"]["trainable_weights"] > 2
 
-    # The report's pictures exist, and serving the raw test images gives TFMA's accuracy.
+    # The report: one self-contained page whose numbers are the artifacts' and ML Metadata's,
+    # the same as the run summary's; the served model agrees with TFMA's confusion matrix.
     report_dir = Path(summary["report"]).parent
-    for name in ("samples.png", "learning_curves.png", "confusion_matrix.png"):
-        assert (report_dir / name).read_bytes().startswith(b"\x89PNG")
     numbers = json.loads((report_dir / "report.json").read_text())
-    assert numbers["summary"]["test accuracy (served model)"] == metrics["accuracy"]
-    assert numbers["summary"]["serving check"].startswith("blessed (loaded as TF Serving")
-    assert np.sum(numbers["confusion_matrix"]) == 20
+    evaluation = numbers["evaluation"]
+    assert {k: round(v, 4) for k, v in evaluation["overall"].items()} == {
+        k: metrics[k] for k in evaluation["overall"]}
+    assert {"accuracy", "auc", "precision", "recall", "example_count"} <= set(
+        evaluation["overall"])
+    assert evaluation["served"]["agrees"] is True and np.sum(evaluation["confusion_matrix"]) == 20
+    assert evaluation["served"]["accuracy"] == metrics["accuracy"]
+    assert [(r["class"], r["count"]) for r in evaluation["per_class"]] == [("cats", 10),
+                                                                          ("dogs", 10)]
+    assert numbers["data"]["per_split_total"] == summary["ingestion"]["per_split"]
+    assert numbers["data"]["skipped"] == summary["ingestion"]["skipped"]
+    steps = {s["component"]: (s["status"], s["seconds"]) for s in numbers["timing"]["steps"]}
+    assert steps.pop("RunReport")[0] == "RUNNING"  # the page is written while it runs
+    assert steps == {c["component"]: (c["status"], c["seconds"]) for c in summary["components"]
+                     if c["component"] != "RunReport"}
+    assert numbers["serving"]["path"] == summary["pushed_to"]
+    assert numbers["serving"]["version"] == Path(summary["pushed_to"]).name
+    assert numbers["serving"]["check"] == {k: v for k, v in summary["serving_check"].items()
+                                           if k != "component"}
+    for row in numbers["training"]["phases"]:
+        kept = history[row["phase"]].get("kept_epoch", row["epochs"])
+        assert row["kept_in_phase"] == kept and row["epochs"] == len(
+            history[row["phase"]]["history"]["val_accuracy"])
+    assert sum(1 for s in evaluation["samples"] if s["true"] == "cats") == 8  # balanced grid
     page = (report_dir / "index.html").read_text()
-    assert page.count('<img src="data:image/png;base64,') == 3 and "<h2>samples</h2>" in page
-    assert "<td>serving check</td><td>blessed (loaded as TF Serving" in page
+    assert f"BLESSED and pushed as version {numbers['serving']['version']}" in page
+    assert f"<td>accuracy</td><td class='n'>{metrics['accuracy']:.4g}</td>" in page
+    check = subprocess.run([sys.executable, "scripts/render-report", "--no-browser",
+                            str(report_dir / "index.html")], capture_output=True, text=True,
+                           cwd=REPO)
+    assert check.returncode == 0, check.stderr
+    # The same page and the metrics for Kubeflow's UI (system.HTML, system.Metrics).
+    (html_value,) = (out / "pipeline_root" / "RunReport" / "html").glob("*/value")
+    assert html_value.read_text() == page
 
     # The pushed version loads the TF Serving way (session, saver, warmup) and its
     # serving_default answers real photos exactly as TF2's loader does.

@@ -1,0 +1,177 @@
+"""The Evaluator's output (TFMA) as the report shows it: overall and per-class metrics, the
+confusion matrix, the gate's thresholds, the baseline and why a model was not blessed.
+
+Per class: with more than two classes the eval config binarizes AUC, precision and recall per
+class id (TFMA's one-vs-rest "classId:<i>" sub keys). With two, the model outputs the positive
+class's probability and TFMA's binary metrics are the positive class's; the negative class's
+precision and recall follow from TFMA's confusion counts at 0.5, and its one-vs-rest AUC
+equals the positive class's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_BINARY_THRESHOLD = 0.5
+OVERALL = ("accuracy", "auc", "precision", "recall", "example_count")
+
+
+def _number(value: Any) -> float | None:
+    """A TFMA metric value ({"doubleValue": x}, x maybe "NaN") as a float; None if not finite."""
+    if isinstance(value, dict) and "doubleValue" in value:
+        value = float(value["doubleValue"])
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _base_name(name: str) -> str:
+    """A TFMA metric name without its aggregation prefix ("macro_average: true\\n_auc" -> auc)."""
+    return name.rsplit("\n_", 1)[-1]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
+    """The report's numbers from a ModelEvaluation artifact.
+
+    Args:
+      evaluation_uri: the Evaluator's evaluation artifact uri.
+      classes: the class names by index.
+
+    Returns:
+      {"overall": {accuracy, auc, precision, recall, example_count, accuracy_diff (with a
+        baseline)}, "per_class": [{"class", "count", "precision", "recall", "auc"}],
+       "confusion_matrix": [[count]] (true class by row), "gate": {"min_accuracy",
+       "max_accuracy_drop"}, "validation_ok": bool | None, "failures": [str]}; None for a
+      number TFMA did not produce (e.g. precision with no positive prediction).
+    """
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_eval_result(evaluation_uri)
+    overall_raw: dict[str, Any] = {}
+    by_class: dict[int, dict[str, Any]] = {}
+    counts: dict[str, float | None] = {}
+    for slice_key, by_output in result.slicing_metrics:
+        sub_keys = next(iter(by_output.values()), {})
+        if slice_key:
+            name = dict(slice_key).get(next(iter(dict(slice_key))))
+            count = _number(sub_keys.get("", {}).get("example_count"))
+            counts[str(name)] = None if count is None else int(count)
+            continue
+        for sub_key, metrics in sub_keys.items():
+            if not sub_key:
+                overall_raw = metrics
+            elif sub_key.startswith("classId:"):
+                by_class[int(sub_key.split(":", 1)[1])] = metrics
+    overall = {_base_name(k): _number(v) for k, v in overall_raw.items()
+               if isinstance(v, dict) and "doubleValue" in v}
+    binary = len(classes) == 2
+    matrix = (_binary_confusion(overall_raw) if binary
+              else _multiclass_confusion(result.plots, len(classes)))
+    per_class = []
+    for i, name in enumerate(classes):
+        if binary:
+            precision, recall = _binary_class_rates(matrix, i)
+            auc = overall.get("auc")
+        else:
+            metrics = by_class.get(i, {})
+            precision, recall, auc = (_number(metrics.get(k))
+                                       for k in ("precision", "recall", "auc"))
+        per_class.append({"class": name, "count": counts.get(name), "precision": precision,
+                          "recall": recall, "auc": auc})
+    if overall.get("example_count") is not None:
+        overall["example_count"] = int(overall["example_count"])
+    return {"overall": {k: overall.get(k) for k in (*OVERALL, "accuracy_diff") if k in overall},
+            "per_class": per_class, "confusion_matrix": matrix,
+            "gate": gate_thresholds(result.config), **validation(evaluation_uri)}
+
+
+def _binary_confusion(overall_raw: dict[str, Any]) -> list[list[int]] | None:
+    """[[tn, fp], [fn, tp]] at 0.5 from TFMA's ConfusionMatrixAtThresholds."""
+    matrices = (overall_raw.get("confusion_matrix_at_thresholds", {})
+                .get("confusionMatrixAtThresholds", {}).get("matrices", []))
+    for m in matrices:
+        if math.isclose(m.get("threshold", 0.0), _BINARY_THRESHOLD):
+            # proto3 JSON leaves out zero counts.
+            tn, fp, fn, tp = (int(round(m.get(k, 0.0))) for k in (
+                "trueNegatives", "falsePositives", "falseNegatives", "truePositives"))
+            return [[tn, fp], [fn, tp]]
+    return None
+
+
+def _binary_class_rates(matrix: list[list[int]] | None,
+                        i: int) -> tuple[float | None, float | None]:
+    """Precision and recall of class i (0 or 1) from the 2x2 confusion counts."""
+    if matrix is None:
+        return None, None
+    predicted_i = matrix[0][i] + matrix[1][i]
+    return _ratio(matrix[i][i], predicted_i), _ratio(matrix[i][i], sum(matrix[i]))
+
+
+def _multiclass_confusion(plots: list, num_classes: int) -> list[list[int]] | None:
+    """Counts [true][predicted] from TFMA's MultiClassConfusionMatrixPlot (overall slice)."""
+    for slice_key, by_output in plots:
+        if slice_key:
+            continue
+        plot = next(iter(next(iter(by_output.values()), {}).values()), {})
+        matrices = plot.get("multiClassConfusionMatrixAtThresholds", {}).get("matrices", [])
+        if not matrices:
+            return None
+        matrix = [[0] * num_classes for _ in range(num_classes)]
+        for entry in matrices[0].get("entries", []):
+            actual, predicted = entry.get("actualClassId", 0), entry.get("predictedClassId", 0)
+            if 0 <= actual < num_classes and 0 <= predicted < num_classes:
+                matrix[actual][predicted] += int(round(entry.get("numWeightedExamples", 0.0)))
+        return matrix
+    return None
+
+
+def gate_thresholds(config: Any) -> dict[str, float | None]:
+    """The accuracy gate of an EvalConfig: its lower bound and the allowed drop.
+
+    Args:
+      config: the EvalConfig the Evaluator ran with (TFMA stores it with the results).
+
+    Returns:
+      {"min_accuracy", "max_accuracy_drop"}; None where the config sets none.
+    """
+    gate: dict[str, float | None] = {"min_accuracy": None, "max_accuracy_drop": None}
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            for per_slice in metric.per_slice_thresholds:
+                threshold = per_slice.threshold
+                if threshold.value_threshold.HasField("lower_bound"):
+                    gate["min_accuracy"] = threshold.value_threshold.lower_bound.value
+                if threshold.change_threshold.HasField("absolute"):
+                    gate["max_accuracy_drop"] = -threshold.change_threshold.absolute.value
+    return gate
+
+
+def validation(evaluation_uri: str) -> dict[str, Any]:
+    """The Evaluator's validation result: whether the thresholds held, and each failure.
+
+    Args:
+      evaluation_uri: the Evaluator's evaluation artifact uri.
+
+    Returns:
+      {"validation_ok": bool | None (no result written), "failures": ["<metric> <value>:
+       <TFMA's message>"]}.
+    """
+    import tensorflow_model_analysis as tfma
+
+    try:
+        result = tfma.load_validation_result(evaluation_uri)
+    except (OSError, ValueError, IndexError):
+        return {"validation_ok": None, "failures": []}
+    failures = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            key = failure.metric_key
+            name = key.name + (" change from the baseline" if key.is_diff else "")
+            value = failure.metric_value.double_value.value
+            failures.append(f"{name} {value:.4f} (threshold {failure.metric_threshold})"
+                            .replace("\n", " ").strip())
+    return {"validation_ok": bool(result.validation_ok), "failures": failures}
