@@ -116,3 +116,19 @@ def test_model_config_round_trips(binary_model):
     clone = keras.models.clone_model(binary_model)
     assert [layer.name for layer in clone.layers] == [layer.name for layer in binary_model.layers]
     assert base_of(clone).name == BASE_NAME
+
+
+def test_decoded_images_are_cached_only_within_the_budget(mini_tfrecords, monkeypatch):
+    import trainer.data
+
+    files = f"{mini_tfrecords.output_dir}/train/*"  # 80 examples
+    per_image = SIZE * SIZE * 3 * 4
+    monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 80 * per_image)
+    assert trainer.data.fits_in_cache(files, SIZE)
+    monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 79 * per_image)
+    assert not trainer.data.fits_in_cache(files, SIZE)
+    # Either way the batches are the same.
+    uncached = [y.numpy() for _, y in input_fn(files, EVAL_CONFIG, training=False)]
+    monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 80 * per_image)
+    cached = [y.numpy() for _, y in input_fn(files, EVAL_CONFIG, training=False)]
+    np.testing.assert_array_equal(np.concatenate(uncached), np.concatenate(cached))

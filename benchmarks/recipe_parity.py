@@ -1,0 +1,259 @@
+"""The tutorial recipe in plain Keras against the pipeline's Trainer (seed and default recipes),
+on the same photos, weights and splits, side by side in one run.
+
+    scripts/in-env python benchmarks/recipe_parity.py \
+        --data-dir ../shared/data/cats_vs_dogs \
+        --base-weights ../shared/weights/<MobileNetV2 alpha 0.5 no-top>.h5 --alpha 0.5 \
+        [--runs plain,seed,default] [--json results.json]
+
+1. The image folder is converted once, as the pipeline's ingestion does (train / eval / test).
+2. plain: "Transfer learning and fine-tuning" as written, in plain Keras: image_dataset_from_
+   directory at 160 px over a folder tree of the same split (symlinks), 10 epochs at Adam 1e-4
+   with the base frozen, then 10 at RMSprop 1e-5 from layer 100; the last epoch is kept.
+3. seed / default: the pipeline's Trainer (trainer.task.train_and_export, what the TFX Trainer
+   runs) with `--recipe seed` and the default recipe, on the converted TFRecords. Its exported
+   SavedModel (what the Pusher pushes) is scored through its serving signature.
+
+Prints, per run: validation (eval split) and test accuracy, the test confusion matrix, each
+phase's wall time, the Trainer's total (export included for the pipeline runs); then the
+ratios pipeline-seed / plain and default / seed, and a markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import contract.keras_env  # noqa: F401  (before TensorFlow loads)
+from contract import features
+from contract.interface import IMAGES_INPUT, PROBABILITIES, SERVING_SIGNATURE
+from pipeline.config import (
+    TUTORIAL_BATCH_SIZE,
+    TUTORIAL_DROPOUT,
+    TUTORIAL_EPOCHS,
+    TUTORIAL_FINE_TUNE_AT,
+    TUTORIAL_FINE_TUNE_EPOCHS,
+    TUTORIAL_FINE_TUNE_LR_FACTOR,
+    TUTORIAL_IMAGE_SIZE,
+    TUTORIAL_LEARNING_RATE,
+    TUTORIAL_ROTATION,
+    PipelineConfig,
+)
+from trainer.data import feature_spec, record_dataset
+
+RUNS = ("plain", "seed", "default")
+
+
+def converted(data_dir: str, work: Path) -> Path:
+    """The image folder as the pipeline's ingestion converts it; returns the conversion dir."""
+    from ingestion.convert import convert_image_tree
+
+    result = convert_image_tree(data_dir, str(work / "tfrecords"))
+    print(f"ingestion: {result.report.get('written', result.report)} in {result.seconds:.1f}s",
+          flush=True)
+    return Path(result.output_dir)
+
+
+def split_records(conversion: Path, split: str) -> list[dict[str, Any]]:
+    """Every example of a split: image bytes, label, label name and path."""
+    spec = feature_spec(features.IMAGE_KEY, features.LABEL_KEY, features.LABEL_NAME_KEY,
+                        features.PATH_KEY)
+    out = []
+    for serialized in record_dataset(str(conversion / split / "*")):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        out.append({k: v.numpy() for k, v in parsed.items()})
+    return out
+
+
+def split_tree(data_dir: str, conversion: Path, work: Path) -> Path:
+    """A folder tree <split>/<class>/<file> of symlinks to the photos of each converted split,
+    so that image_dataset_from_directory reads exactly the pipeline's splits."""
+    tree = work / "split_tree"
+    for split in features.SPLITS:
+        for record in split_records(conversion, split):
+            rel = record[features.PATH_KEY].decode()
+            link = tree / split / record[features.LABEL_NAME_KEY].decode() / rel.replace("/", "__")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(os.path.abspath(os.path.join(data_dir, rel)))
+    return tree
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[list[int]]:
+    """Rows: true class; columns: predicted class."""
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix.tolist()
+
+
+def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, Any]:
+    """The tutorial's code, with the tutorial's hyper-parameters, over the split tree."""
+    keras.utils.set_random_seed(seed)
+    size = (TUTORIAL_IMAGE_SIZE, TUTORIAL_IMAGE_SIZE)
+
+    def load(split: str, shuffle: bool) -> tf.data.Dataset:
+        return keras.utils.image_dataset_from_directory(
+            tree / split, shuffle=shuffle, batch_size=TUTORIAL_BATCH_SIZE, image_size=size,
+            seed=seed).prefetch(tf.data.AUTOTUNE)
+
+    train, validation, test = load("train", True), load("eval", False), load("test", False)
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
+                                keras.layers.RandomRotation(TUTORIAL_ROTATION)])
+    base = keras.applications.MobileNetV2(input_shape=size + (3,), include_top=False,
+                                          weights=weights, alpha=alpha)
+    base.trainable = False
+    inputs = keras.Input(size + (3,))
+    x = keras.applications.mobilenet_v2.preprocess_input(augment(inputs))
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(TUTORIAL_DROPOUT)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+
+    def compile_with(optimizer: keras.optimizers.Optimizer) -> None:
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+
+    compile_with(keras.optimizers.Adam(TUTORIAL_LEARNING_RATE))
+    started = time.monotonic()
+    model.fit(train, epochs=TUTORIAL_EPOCHS, validation_data=validation, verbose=2)
+    phase1 = time.monotonic() - started
+    base.trainable = True
+    for layer in base.layers[:TUTORIAL_FINE_TUNE_AT]:
+        layer.trainable = False
+    compile_with(keras.optimizers.RMSprop(TUTORIAL_LEARNING_RATE * TUTORIAL_FINE_TUNE_LR_FACTOR))
+    started = time.monotonic()
+    model.fit(train, epochs=TUTORIAL_EPOCHS + TUTORIAL_FINE_TUNE_EPOCHS,
+              initial_epoch=TUTORIAL_EPOCHS, validation_data=validation, verbose=2)
+    phase2 = time.monotonic() - started
+
+    def score(ds: tf.data.Dataset) -> tuple[float, list[list[int]]]:
+        labels = np.concatenate([y.numpy() for _, y in ds])
+        predicted = (model.predict(ds, verbose=0)[:, 0] > 0).astype(int)
+        return float((labels == predicted).mean()), confusion(labels, predicted, 2)
+
+    (eval_acc, eval_cm), (test_acc, test_cm) = score(validation), score(test)
+    return {"image_size": TUTORIAL_IMAGE_SIZE, "phase1_s": phase1, "phase2_s": phase2,
+            "trainer_s": phase1 + phase2, "eval_accuracy": eval_acc, "eval_confusion": eval_cm,
+            "test_accuracy": test_acc, "test_confusion": test_cm}
+
+
+def score_export(export_dir: str, records: list[dict[str, Any]], classes: int
+                 ) -> tuple[float, list[list[int]], np.ndarray]:
+    """Accuracy, confusion and probabilities of an exported model over a split's photos."""
+    serve = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
+    labels = np.array([r[features.LABEL_KEY] for r in records])
+    probabilities = np.concatenate([
+        serve(**{IMAGES_INPUT: tf.constant([r[features.IMAGE_KEY] for r in records[i:i + 32]])}
+              )[PROBABILITIES].numpy() for i in range(0, len(records), 32)])
+    predicted = probabilities.argmax(axis=1)
+    return (float((labels == predicted).mean()), confusion(labels, predicted, classes),
+            probabilities)
+
+
+def run_pipeline_trainer(recipe: str, conversion: Path, weights: str, alpha: float,
+                         work: Path) -> dict[str, Any]:
+    """The Trainer's train_and_export with a recipe's knobs; scored through the export."""
+    from trainer.task import train_and_export
+
+    cfg = PipelineConfig.for_recipe(recipe, base_weights=weights, alpha=alpha).training_config()
+    classes = (conversion / "labels.txt").read_text().splitlines()
+    export_dir, log_dir = work / recipe / "export", work / recipe / "logs"
+    started = time.monotonic()
+    history = train_and_export(str(conversion / "train" / "*"), str(conversion / "eval" / "*"),
+                               classes, cfg, str(export_dir), str(log_dir))
+    total = time.monotonic() - started
+    result: dict[str, Any] = {"image_size": cfg.image_size, "trainer_s": total,
+                              "phase1_s": history["phase1"]["seconds"],
+                              "phase1_epochs": len(history["phase1"]["history"]["loss"]),
+                              "phase1_kept": history["phase1"]["kept_epoch"]}
+    if "feature_seconds" in history["phase1"]:
+        result["phase1_features_s"] = history["phase1"]["feature_seconds"]
+    if "phase2" in history:
+        result.update(phase2_s=history["phase2"]["seconds"],
+                      phase2_epochs=len(history["phase2"]["history"]["loss"]),
+                      phase2_kept=history["phase2"]["kept_epoch"])
+    for split in ("eval", "test"):
+        records = split_records(conversion, split)
+        accuracy, cm, probabilities = score_export(str(export_dir), records, len(classes))
+        result[f"{split}_accuracy"], result[f"{split}_confusion"] = accuracy, cm
+        if len(classes) == 2:  # mean p(second class) by true class: where a skew would show
+            labels = np.array([r[features.LABEL_KEY] for r in records])
+            result[f"{split}_mean_p1_by_class"] = [
+                round(float(probabilities[labels == c, 1].mean()), 4) for c in range(2)]
+    return result
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = ["| run | px | phase 1 s | phase 2 s | Trainer s | eval acc | test acc "
+            "| test confusion |", "| --- " * 8 + "|"]
+    for name, r in results.items():
+        phase2 = f"{r['phase2_s']:.0f}" if "phase2_s" in r else "-"
+        rows.append(f"| {name} | {r['image_size']} | {r['phase1_s']:.0f} | {phase2} | "
+                    f"{r['trainer_s']:.0f} | {r['eval_accuracy']:.4f} | {r['test_accuracy']:.4f} "
+                    f"| {r['test_confusion']} |")
+    return "\n".join(rows)
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for a, b, what in (("seed", "plain", "pipeline seed / plain Keras"),
+                       ("default", "seed", "default recipe / seed recipe"),
+                       ("default", "plain", "default recipe / plain Keras")):
+        if a in results and b in results:
+            ra, rb = results[a], results[b]
+            lines.append(f"{what}: Trainer time x{ra['trainer_s'] / rb['trainer_s']:.2f}, "
+                         f"phase 1 time x{ra['phase1_s'] / rb['phase1_s']:.2f}, test accuracy "
+                         f"{ra['test_accuracy'] - rb['test_accuracy']:+.4f}, eval accuracy "
+                         f"{ra['eval_accuracy'] - rb['eval_accuracy']:+.4f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--base-weights", required=True, help="a no-top MobileNetV2 .h5")
+    parser.add_argument("--alpha", type=float, required=True)
+    parser.add_argument("--runs", default=",".join(RUNS),
+                        help=f"comma-separated, in this order: {','.join(RUNS)}")
+    parser.add_argument("--work-dir", help="default: a new temporary folder")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    runs = [r for r in args.runs.split(",") if r]
+    if not runs or set(runs) - set(RUNS):
+        parser.error(f"--runs takes names from {','.join(RUNS)}")
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="recipe-parity-"))
+    conversion = converted(args.data_dir, work)
+    results: dict[str, dict[str, Any]] = {}
+    for name in runs:
+        print(f"--- {name}", flush=True)
+        if name == "plain":
+            tree = split_tree(args.data_dir, conversion, work)
+            results[name] = run_plain(tree, args.base_weights, args.alpha,
+                                      PipelineConfig().seed)
+        else:
+            results[name] = run_pipeline_trainer(name, conversion, args.base_weights,
+                                                 args.alpha, work)
+        print(json.dumps(results[name]), flush=True)
+    print(f"\n{date.today()}, {platform.node()}, {os.cpu_count()} cores, alpha {args.alpha}\n")
+    print(table(results))
+    print("\n".join(["", *ratios(results)]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
