@@ -32,6 +32,7 @@ from contract import features
 from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from contract.interface import EXAMPLES_INPUT, EXAMPLES_SIGNATURE
 from serving.errors import InvalidArgument
+from serving.server import app
 from serving.server.pixel_limit import check_pixel_limit
 from tests.conftest import MODEL_NAME, REPO
 from tests.serving_helpers import b64, free_port, grpc_request, wait_for
@@ -172,3 +173,9 @@ def test_the_measure_sees_a_decode_within_the_limit(server_process, images):
     after = status_kb(process.pid)
     assert answer.status_code == 200, answer.text
     assert after["VmHWM"] - before["VmHWM"] > 300 * 2**10, (before, after)
+
+
+@pytest.mark.parametrize("flag", ["--max-image-pixels", "--max-request-bytes"])
+def test_a_limit_below_one_is_a_one_line_start_up_error(tmp_path, capsys, flag):
+    assert app.main(["--model-base-path", str(tmp_path), flag, "0"]) == 2
+    assert capsys.readouterr().err == f"error: {flag} must be at least 1\n"
