@@ -136,7 +136,7 @@ def synthetic(classes: list[str], blessed: bool = True, diff: float | None = Non
         "evaluation": {"overall": overall,
                        "per_class": [{"class": c, "count": n, "precision": 0.8, "recall": None,
                                       "auc": 0.9} for c, n in zip(classes, counts, strict=True)],
-                       "confusion_matrix": matrix,
+                       "confusion_matrix": matrix, "averaging": "macro-averaged",
                        "gate": {"min_accuracy": 0.9, "max_accuracy_drop": 0.01},
                        "validation_ok": blessed,
                        "failures": [] if blessed else ["accuracy 0.8125 (lower_bound 0.9)"],

@@ -43,7 +43,8 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
 
     Returns:
       {"overall": {accuracy, auc, precision, recall, example_count, accuracy_diff (with a
-        baseline)}, "per_class": [{"class", "count", "precision", "recall", "auc"}],
+        baseline)}, "averaging" (what the overall AUC, precision and recall are),
+       "per_class": [{"class", "count", "precision", "recall", "auc"}],
        "confusion_matrix": [[count]] (true class by row), "gate": {"min_accuracy",
        "max_accuracy_drop"}, "validation_ok": bool | None, "failures": [str]}; None for a
       number TFMA did not produce (e.g. precision with no positive prediction).
@@ -85,6 +86,10 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
     if overall.get("example_count") is not None:
         overall["example_count"] = int(overall["example_count"])
     return {"overall": {k: overall.get(k) for k in (*OVERALL, "accuracy_diff") if k in overall},
+            "averaging": (f"AUC, precision and recall of the positive class, {classes[1]!r}, "
+                          f"precision and recall at {_BINARY_THRESHOLD}" if binary else
+                          "AUC, precision and recall one-vs-rest, macro-averaged over the "
+                          f"{len(classes)} classes"),
             "per_class": per_class, "confusion_matrix": matrix,
             "gate": gate_thresholds(result.config), **validation(evaluation_uri)}
 

@@ -199,7 +199,8 @@ def _evaluation_html(numbers: dict[str, Any], figures: dict[str, bytes],
                 + _gallery(ev["mistakes"], thumbs, show_path=True) if ev["mistakes"]
                 else "<p>No test image was misclassified.</p>")
     return (f"<p>TFMA on the test split ({fmt(o.get('example_count'), 0)} images).</p>"
-            + overall + "<h3>Per class</h3>" + per_class
+            + overall + f"<p class='note'>{_e(ev['averaging'])}.</p>"
+            + "<h3>Per class</h3>" + per_class
             + "<h3>Confusion matrix</h3><img alt='confusion matrix' src='"
             + data_uri(figures["confusion_matrix"]) + "'>" + agreement
             + "<h3>Calibration</h3><img alt='reliability diagram' src='"
