@@ -8,7 +8,8 @@ Serving would reload an identical model under a new number.
 Atomic: on a local (or mounted) file system a version is copied under a hidden staging name
 and renamed into place, so a server never sees a half-written version, and a push killed
 midway leaves only a hidden `.incoming-*` folder, which no server loads (TF Serving and the
-local server take numeric folder names only) and a later push removes. Object stores have no
+local server take numeric folder names only) and a later push removes (at once when the
+killed push ran on the same host, else after STALE_STAGING_SECONDS). Object stores have no
 atomic rename; there the stock order applies (saved_model.pb copied last).
 """
 
@@ -18,6 +19,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import time
 from typing import Any
 
@@ -95,22 +97,51 @@ def publish_version(model_dir: str, base_directory: str, version: str) -> str:
         return target
     os.makedirs(base_directory, exist_ok=True)
     _remove_stale_staging(base_directory)
-    staging = os.path.join(base_directory, f"{STAGING_PREFIX}{version}-{os.getpid()}")
+    staging = os.path.join(base_directory, staging_name(version))
     shutil.rmtree(staging, ignore_errors=True)
     io_utils.copy_dir(model_dir, staging)
     os.rename(staging, target)  # atomic within one file system
     return target
 
 
+def staging_name(version: str) -> str:
+    """The hidden folder a version is copied into before the rename: it names the host and
+    the process, so that a later push on the same host can tell a killed push's leftovers.
+
+    Args:
+      version: the version being pushed.
+
+    Returns:
+      ".incoming-<version>-<host>-<pid>".
+    """
+    return f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _left_by_a_dead_push(name: str) -> bool:
+    """Whether a staging folder's push ran on this host in a process that is gone."""
+    host, _, pid = name[len(STAGING_PREFIX):].partition("-")[2].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. another user's live process
+        return False
+    return False
+
+
 def _remove_stale_staging(base_directory: str) -> None:
     now = time.time()
     for name in os.listdir(base_directory):
+        if not name.startswith(STAGING_PREFIX):
+            continue
         path = os.path.join(base_directory, name)
         try:
             stale = now - os.path.getmtime(path) > STALE_STAGING_SECONDS
         except OSError:  # removed meanwhile
             continue
-        if name.startswith(STAGING_PREFIX) and stale:
+        if stale or _left_by_a_dead_push(name):
             logging.info("Removing %s, left by a push that did not finish.", path)
             shutil.rmtree(path, ignore_errors=True)
 

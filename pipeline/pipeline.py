@@ -13,6 +13,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
+from components.served_baseline import Evaluator, ServedBaseline, served_snapshot
 from components.serving_check import (
     CHECK_EXAMPLES,
     CHECK_SPLIT,
@@ -207,18 +208,19 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
 
     baseline_nodes = []
     if cfg.compare_to_baseline:
-        baseline_nodes.append(tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver"))
+        # The baseline is what the serving dir serves now, not this output dir's last blessed
+        # model (see components/served_baseline.py).
+        baseline_nodes.append(ServedBaseline(
+            model=trainer.outputs["model"], serving_model_dir=cfg.serving_model_dir,
+            allow_no_baseline=int(cfg.allow_no_baseline),
+            snapshot=served_snapshot(cfg.serving_model_dir)).with_id("ServedBaseline"))
     # Without a baseline the Evaluator drops the change threshold and gates on accuracy alone.
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline_nodes[0].outputs["model"] if baseline_nodes else None,
+        baseline_model=baseline_nodes[0].outputs["baseline"] if baseline_nodes else None,
         eval_config=eval_config(cfg, len(class_names)),
-        example_splits=["test"])
+        example_splits=["test"]).with_id("Evaluator")
     check = serving_check_component(serving_check, trainer.outputs["model"],
                                     example_gen.outputs["examples"], cfg.model_name)
     pusher = tfx.components.Pusher(

@@ -86,15 +86,16 @@ def run(cfg: PipelineConfig) -> dict:
       cfg: the run's config.
 
     Returns:
-      The summary (collect_summary) with "error": None, or "<Type>: <message>" if the
-      pipeline run failed.
+      The summary (collect_summary) with "error": None, or one line naming the component
+      that failed ("Trainer failed: <Type>: <message>", describe_failure).
     """
     from tfx import v1 as tfx
 
+    from components.served_baseline import check_baseline
     from ingestion.beam_options import beam_pipeline_args
     from pipeline.data_source import ingest, resolve_data_dir
     from pipeline.pipeline import create_pipeline
-    from pipeline.summary import collect_summary
+    from pipeline.summary import collect_summary, describe_failure
     from trainer.model import build_base
 
     started = time.monotonic()
@@ -107,6 +108,8 @@ def run(cfg: PipelineConfig) -> dict:
                           f"has {len(base.layers)} layers")
     beam_args = beam_pipeline_args(cfg.beam_workers)
     ingested = ingest(cfg, beam_args)
+    if cfg.compare_to_baseline:  # refuse an unusable serving dir before the pipeline runs
+        check_baseline(cfg.serving_model_dir, ingested.report["classes"], cfg.allow_no_baseline)
 
     pipeline = create_pipeline(cfg, ingested.output_dir, ingested.report["classes"],
                                metadata_path=cfg.metadata_path, beam_pipeline_args=beam_args)
@@ -116,7 +119,7 @@ def run(cfg: PipelineConfig) -> dict:
     except Exception as e:  # the summary still reports what ran; the error is re-raised below
         error = e
     summary = collect_summary(cfg, ingested, time.monotonic() - started)
-    summary["error"] = None if error is None else f"{type(error).__name__}: {error}"
+    summary["error"] = None if error is None else describe_failure(error, summary)
     return summary
 
 
@@ -128,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
       The exit status: 0 on success, 1 if the pipeline failed, 2 if the data, its conversion
-      or the base weights cannot be had.
+      or the base weights cannot be had, or the serving dir offers no usable baseline.
     """
     cfg = parse_args(argv)
     configure_logging()
+    from components.served_baseline import BaselineError
     from ingestion.convert import IngestError
     from pipeline.data_source import DataSourceError
     from pipeline.summary import format_summary, write_summary
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run(cfg)
-    except (ConfigError, IngestError, DataSourceError, WeightsError) as e:
+    except (ConfigError, IngestError, DataSourceError, WeightsError, BaselineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

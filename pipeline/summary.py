@@ -13,6 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
 from components.report.mlmd import latest_run_executions, open_store, step_entry
+from components.served_baseline import SERVED_VERSION_KEY, baseline_entry
 from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
 from ingestion.convert import REPORT_FILE, IngestResult
@@ -68,8 +69,9 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
 
     Returns:
       The summary: ingestion, components (status, seconds), phase1/phase2_val_accuracy,
-      test_metrics, blessed, serving_check, pushed_to, report and total_seconds; without a
-      metadata store, no components and None for the results.
+      test_metrics, blessed, serving_check, pushed_to, report, baseline (ServedBaseline's
+      baseline_entry, None without the gate), gate (its thresholds) and total_seconds; without
+      a metadata store, no components and None for the results.
     """
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
@@ -79,7 +81,8 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                       "skipped": ingested.report["skipped"]},
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
         "test_metrics": {}, "blessed": None, "serving_check": None, "pushed_to": None,
-        "report": None,
+        "report": None, "baseline": None,
+        "gate": {"min_accuracy": cfg.min_accuracy, "max_accuracy_drop": cfg.max_accuracy_drop},
         "total_seconds": round(total_seconds, 1),
     }
     if not os.path.exists(cfg.metadata_path):
@@ -119,6 +122,8 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                 if phase in history:
                     value = history[phase]["history"]["val_accuracy"][-1]
                     summary[f"{phase}_val_accuracy"] = round(value, 4)
+    elif type_name == "Model" and SERVED_VERSION_KEY in props:
+        summary["baseline"] = baseline_entry(props)
     elif type_name == "ModelEvaluation":
         # NaN (e.g. precision with no positive prediction) becomes null: valid JSON.
         summary["test_metrics"] = {k: round(v, 4) if math.isfinite(v) else None
@@ -155,6 +160,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["test_metrics"]:
         metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
         lines.append(f"test metrics: {metrics}")
+    if summary.get("baseline"):
+        lines.append(f"no-regression baseline: {summary['baseline']['note']}")
     lines.append(f"blessed: {summary['blessed']}")
     check = summary["serving_check"]
     by = f" ({check['component']})" if check else ""
@@ -171,7 +178,48 @@ def _why_not_pushed(summary: dict[str, Any]) -> str:
                (("the Evaluator", summary["blessed"]),
                 ("the serving check", (summary["serving_check"] or {}).get("blessed")))
                if blessed is False]
-    return f" (not blessed by {' and '.join(refused)})" if refused else ""
+    if not refused:
+        return ""
+    why = _evaluator_reasons(summary) if summary["blessed"] is False else []
+    return f" (not blessed by {' and '.join(refused)}{': ' if why else ''}{'; '.join(why)})"
+
+
+def _evaluator_reasons(summary: dict[str, Any]) -> list[str]:
+    """Which of the Evaluator's accuracy thresholds the candidate missed, with the numbers."""
+    metrics, gate = summary["test_metrics"], summary.get("gate") or {}
+    accuracy, diff = metrics.get("accuracy"), metrics.get("accuracy_diff")
+    reasons = []
+    if accuracy is not None and accuracy < gate.get("min_accuracy", 0):
+        reasons.append(f"accuracy {accuracy} < --min-accuracy {gate['min_accuracy']}")
+    if accuracy is not None and diff is not None and -diff > gate.get("max_accuracy_drop", 1):
+        baseline = (summary.get("baseline") or {}).get("note", "the baseline")
+        reasons.append(f"accuracy {accuracy} is {-diff:.4f} below the {accuracy - diff:.4f} of "
+                       f"{baseline}, more than --max-accuracy-drop {gate['max_accuracy_drop']}")
+    return reasons
+
+
+_MAX_ERROR = 300
+
+
+def describe_failure(error: BaseException, summary: dict[str, Any]) -> str:
+    """One line for a failed pipeline run, naming the component that failed.
+
+    Args:
+      error: what the runner raised.
+      summary: the run summary (collect_summary): a FAILED component names the step.
+
+    Returns:
+      "<component> failed: <Type>: <the message's first line, at most _MAX_ERROR characters>",
+      or without the component
+      when no execution is marked FAILED (the runner failed outside a component).
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else "(no message)"
+    if len(first) > _MAX_ERROR:  # e.g. Beam quotes a whole damaged record
+        first = first[:_MAX_ERROR] + " [...]"
+    text = f"{type(error).__name__}: {first}"
+    failed = [c["component"] for c in summary["components"] if c["status"] == "FAILED"]
+    return f"{failed[-1]} failed: {text}" if failed else text
 
 
 def write_summary(cfg: PipelineConfig, summary: dict[str, Any]) -> str:

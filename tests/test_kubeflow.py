@@ -148,10 +148,10 @@ def test_every_executor_runs_project_code_in_the_image(compiled):
     spec = compiled.spec
     all_executors = executors(spec)
     containers = {k: e.container for k, e in all_executors.items() if e.HasField("container")}
-    # The Resolver (latest blessed model) is a metadata query, not a container.
-    assert {k.split("-")[0] for k in set(all_executors) - set(containers)} == {
-        "latest_blessed_model_resolver"}
-    assert len(containers) == len(compiled.local.components) - 1
+    # Every step is a container: the gate's baseline (ServedBaseline) reads the serving dir
+    # in its pod; no Resolver, which Kubeflow Pipelines' open-source v2 backend does not run.
+    assert set(all_executors) == set(containers)
+    assert len(containers) == len(compiled.local.components)
     classes = set()
     for label, container in containers.items():
         assert container.image == IMAGE, label
@@ -163,7 +163,9 @@ def test_every_executor_runs_project_code_in_the_image(compiled):
         assert issubclass(import_utils.import_class_by_path(path), base_executor.BaseExecutor)
         classes.add(path)
     assert {"components.pusher.IdempotentPusherExecutor",
-            "components.anomaly_gate.AnomalyGate_Executor"} <= classes
+            "components.anomaly_gate.AnomalyGate_Executor",
+            "components.served_baseline.ServedBaseline_Executor",
+            "components.served_baseline.ServedBaselineEvaluatorExecutor"} <= classes
     check = {SESSION_CHECK: "components.serving_check.ServingCheck_Executor",
              KUBERNETES_CHECK: "components.serving_check.KubeflowInfraValidatorExecutor"}
     assert check[compiled.serving_check] in classes
@@ -181,6 +183,9 @@ def test_the_serving_check_gates_the_push_and_feeds_the_report(compiled):
     assert set(CHECK_NODE.values()) & set(spec.root.dag.tasks) == {node}
     assert producer(spec, "Pusher", "infra_blessing") == (node, "blessing")
     assert producer(spec, "Pusher", "model_blessing") == ("Evaluator", "blessing")
+    assert producer(spec, "Evaluator", "baseline_model") == ("ServedBaseline", "baseline")
+    assert parameter(spec, "ServedBaseline", "serving_model_dir") == (
+        f"{SERVING}/{compiled.cfg.model_name}")
     assert producer(spec, "RunReport", "serving_check") == (node, "blessing")
     assert producer(spec, node, "model") == ("Trainer", "model")
     assert producer(spec, node, "examples") == ("ImportExampleGen", "examples")
@@ -438,7 +443,7 @@ def test_image_installs_what_scripts_in_env_installs():
 
 
 @pytest.mark.slow
-def test_without_baseline_the_spec_has_no_resolver_tasks(tmp_path):
+def test_without_baseline_the_spec_has_no_baseline_task(tmp_path):
     examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
     result = run_kubeflow_cli("--image", IMAGE, "--examples-dir", examples,
                               "--no-compare-to-baseline", "--output-dir", str(tmp_path / "out"),
@@ -446,5 +451,5 @@ def test_without_baseline_the_spec_has_no_resolver_tasks(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     spec = load_spec(tmp_path / "spec.yaml")
     tasks = set(spec.root.dag.tasks)
-    assert not any("resolver" in t for t in tasks)
+    assert "ServedBaseline" not in tasks
     assert {"Evaluator", "Pusher", "Trainer"} <= tasks

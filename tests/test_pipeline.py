@@ -30,6 +30,7 @@ from tests.conftest import (
     MINI,
     REPO,
     WEIGHTS,
+    PipelineRun,
     run_local,
     run_pipeline_on_mini,
     training_config,
@@ -90,11 +91,17 @@ def test_pipeline_wiring(tmp_path):
                                metadata_path=str(tmp_path / "m.sqlite"))
     ids = [c.id for c in pipeline.components]  # topologically sorted by TFX
     chain = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
-             "AnomalyGate", "Trainer", "Evaluator", "ServingCheck"]
-    assert sorted(ids) == sorted([*chain, "latest_blessed_model_resolver", "Pusher",
-                                  "RunReport"])
-    assert [i for i in ids if i in chain] == chain  # LocalDagRunner runs them in this order
-    assert ids.index("latest_blessed_model_resolver") < ids.index("Evaluator")
+             "AnomalyGate", "Trainer"]
+    assert sorted(ids) == sorted([*chain, "ServedBaseline", "Evaluator", "ServingCheck",
+                                  "Pusher", "RunReport"])
+    assert ids[:len(chain)] == chain  # LocalDagRunner runs them in this order
+    assert ids.index("ServedBaseline") < ids.index("Evaluator")
+    # The gate's baseline is read from the serving dir after training, for the Evaluator.
+    nodes = {c.id: c for c in pipeline.components}
+    assert nodes["Evaluator"].inputs["baseline_model"].producer_component_id == "ServedBaseline"
+    assert nodes["ServedBaseline"].inputs["model"].producer_component_id == "Trainer"
+    assert nodes["ServedBaseline"].exec_properties["serving_model_dir"] == str(
+        tmp_path / "serving" / "image_classifier")
     assert sorted(ids[-2:]) == ["Pusher", "RunReport"]  # both after the checks
     trainer = pipeline.components[ids.index("Trainer")]
     assert "AnomalyGate" in {n.id for n in trainer.upstream_nodes}
@@ -221,10 +228,16 @@ def components(summary: dict) -> dict[str, str]:
     return {c["component"]: c["status"] for c in summary["components"]}
 
 
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """One pipeline run on the mini set; test_end_to_end owns its output dir (it reruns in
+    place, as TFX caching needs); other tests copy its serving dir."""
+    return run_pipeline_on_mini(tmp_path_factory.mktemp("first_run") / "run")
+
+
 @pytest.mark.e2e
-def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
-    # The run's output is this test's own: its reruns happen in place, as TFX caching needs.
-    pipeline_run = run_pipeline_on_mini(tmp_path / "run")
+def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path):
+    pipeline_run = first_run
     out = pipeline_run.output_dir
     summary, good = pipeline_run.summary, pipeline_run.process
     assert set(components(summary).values()) == {"COMPLETE"}
@@ -319,7 +332,8 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
     assert pushed_accuracy >= 0.8 and pushed_accuracy >= random_accuracy + 0.2, (
         pushed_accuracy, random_accuracy)
 
-    # Unchanged rerun: nothing converted again, every component but the resolver cached.
+    # Unchanged rerun: nothing converted again; the serving dir changed (it holds the pushed
+    # version now), so the gate's baseline is read again and the Evaluator reruns.
     rerun = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST_ARGS)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
@@ -341,10 +355,41 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(tmp_path):
     assert summary["blessed"] is False and summary["pushed_to"] is None
     assert summary["serving_check"]["blessed"] is True  # servable, just not good enough
     assert summary["test_metrics"]["accuracy"] < 0.7
-    assert summary["test_metrics"]["accuracy_diff"] < 0  # compared with the blessed baseline
+    assert summary["test_metrics"]["accuracy_diff"] < 0  # compared with the served version
+    assert summary["baseline"]["version"] == versions[0].name
     json.loads((out / "run_summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
     assert sorted((out / "serving" / "image_classifier").iterdir()) == versions
-    assert "pushed to: not pushed (not blessed by the Evaluator)" in bad.stdout
+    assert "pushed to: not pushed (not blessed by the Evaluator: accuracy " in bad.stdout
+
+
+@pytest.mark.e2e
+def test_a_worse_model_from_a_new_output_dir_is_not_pushed_over_the_served_one(first_run,
+                                                                             tmp_path):
+    # Another output dir (its own ML Metadata, no blessed model in it) and the same serving
+    # dir: the gate compares with what is served there, not with this output dir's history.
+    serving = tmp_path / "serving"
+    shutil.copytree(first_run.model_base_path, serving / "image_classifier")
+    (served,) = sorted((serving / "image_classifier").iterdir())
+    # A random-init base barely trained; --min-accuracy 0, so only the baseline can refuse it.
+    worse = [*FAST_ARGS, "--base-weights", "none", "--learning-rate", "1e-6",
+             "--fine-tune-epochs", "0", "--min-accuracy", "0"]
+    result = run_local("--data-dir", str(MINI), "--output-dir", str(tmp_path / "new"),
+                       "--serving-dir", str(serving), *worse)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((tmp_path / "new" / "run_summary.json").read_text())
+    assert summary["baseline"] == {"version": served.name, "path": str(served),
+                                   "note": f"served version {served.name} ({served})"}
+    assert components(summary)["ServedBaseline"] == "COMPLETE"
+    assert summary["blessed"] is False and summary["pushed_to"] is None
+    drop = -summary["test_metrics"]["accuracy_diff"]
+    assert drop > 0.01 and summary["test_metrics"]["accuracy"] < first_run.summary[
+        "test_metrics"]["accuracy"]
+    assert sorted((serving / "image_classifier").iterdir()) == [served]  # nothing pushed
+    assert f"no-regression baseline: served version {served.name} ({served})" in result.stdout
+    assert (f"pushed to: not pushed (not blessed by the Evaluator: accuracy "
+            f"{summary['test_metrics']['accuracy']} is {drop:.4f} below the ") in result.stdout
+    assert f"of served version {served.name} ({served}), more than --max-accuracy-drop 0.01)" in (
+        result.stdout)
 
 
 def warmup_requests(version: Path) -> list[prediction_log_pb2.PredictionLog]:
@@ -424,10 +469,34 @@ def test_anomaly_gate_component_stops_the_run(tmp_path):
     assert "eval: label_name:" in str(error.value) and "horses" in str(error.value)
 
 
-def test_without_baseline_the_resolver_is_left_out(tmp_path):
+def test_without_baseline_the_served_baseline_is_left_out(tmp_path):
     cfg = PipelineConfig(output_dir=str(tmp_path), compare_to_baseline=False)
     pipeline = create_pipeline(cfg, str(tmp_path), ["a", "b"])
     ids = [c.id for c in pipeline.components]
-    assert "latest_blessed_model_resolver" not in ids and "Evaluator" in ids
+    assert "ServedBaseline" not in ids and "Evaluator" in ids
     evaluator = pipeline.components[ids.index("Evaluator")]
     assert "baseline_model" not in evaluator.inputs
+
+
+@pytest.mark.slow
+def test_a_failing_component_is_named_in_one_line(tmp_path):
+    # TFRecords damaged on disk after ingestion marked them complete (bit rot, a bad copy on a
+    # share): ingestion reuses them, and ImportExampleGen fails reading them at run time.
+    from ingestion.beam_options import beam_pipeline_args
+    from pipeline import run_local as runner
+    from pipeline.data_source import ingest
+
+    args = ["--data-dir", str(MINI), "--output-dir", str(tmp_path / "out"), *FAST_ARGS]
+    ingested = ingest(runner.parse_args(args), beam_pipeline_args(1))
+    shard = sorted((Path(ingested.output_dir) / "train").iterdir())[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[:12] + bytes(b ^ 0x5A for b in data[12:4000]) + data[4000:])
+    result = run_local(*args)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ImportExampleGen failed: ValueError: Not a valid TFRecord"), last
+    assert len(last) < 400  # not the damaged record Beam quotes
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert summary["error"] == last.removeprefix("error: ")
+    assert components(summary) == {"ImportExampleGen": "FAILED"}  # nothing ran after it
