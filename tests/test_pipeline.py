@@ -36,6 +36,7 @@ from tests.conftest import (
     training_config,
     validation_photos,
 )
+from tests.test_report_kubeflow import run_report_like_a_kfp_pod
 from trainer.export import export_model
 from trainer.model import NO_WEIGHTS, build_model
 
@@ -302,6 +303,16 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path
     # The same page and the metrics for Kubeflow's UI (system.HTML, system.Metrics).
     (html_value,) = (out / "pipeline_root" / "RunReport" / "html").glob("*/value")
     assert html_value.read_text() == page
+    # The same step as a Kubeflow pod runs it (TFX's V2 entrypoint, the compiled spec's types):
+    # the page is a file at the system.HTML uri, the metrics are system.Metrics' metadata.
+    pod = run_report_like_a_kfp_pod(out, summary["ingestion"]["output_dir"], tmp_path / "pod")
+    pod_metrics = pod["output"]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert {k: round(pod_metrics[k], 4) for k in evaluation["overall"]} == {
+        k: metrics[k] for k in evaluation["overall"]}
+    assert Path(pod["uris"]["html"]).read_text().startswith("<!doctype html>")
+    pod_numbers = json.loads((Path(pod["uris"]["report"]) / "report.json").read_text())
+    assert pod_numbers["serving"] == numbers["serving"]
+    assert pod_numbers["evaluation"] == evaluation and pod_numbers["data"] == numbers["data"]
 
     # The pushed version loads the TF Serving way (session, saver, warmup) and its
     # serving_default answers real photos exactly as TF2's loader does.
@@ -415,7 +426,7 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     data = tmp_path / "data"
     for cls in ("cats", "dogs"):
         shutil.copytree(MINI / "train" / cls, data / cls)
-    write_pattern_images(data / "patterns", 40)
+    write_pattern_images(data / "striped patterns", 40)  # a class name with a space
     out = tmp_path / "run"
     result = run_local("--data-dir", str(data), "--output-dir", str(out), *FAST_ARGS,
                        "--min-accuracy", "0.5", "--model-name", "three_classes")
@@ -429,10 +440,18 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     assert summary["blessed"] is True and summary["serving_check"]["blessed"] is True
     (version,) = (out / "serving" / "three_classes").iterdir()
     serve = tf.saved_model.load(str(version)).signatures[SERVING_SIGNATURE]
-    out_ = serve(images=tf.constant([(data / "patterns" / "pattern_0.png").read_bytes()]))
+    out_ = serve(images=tf.constant([(data / "striped patterns" / "pattern_0.png").read_bytes()]))
     assert out_["probabilities"].shape == (1, 3)
     assert parse_labels((version / "assets" / LABELS_ASSET).read_text()) == [
-        "cats", "dogs", "patterns"]
+        "cats", "dogs", "striped patterns"]
+    # The report reads the classes by whole lines, and TFMA's one-vs-rest metrics per class.
+    numbers = json.loads((Path(summary["report"]).parent / "report.json").read_text())
+    assert numbers["classes"] == ["cats", "dogs", "striped patterns"]
+    per_class = numbers["evaluation"]["per_class"]
+    assert sum(r["count"] for r in per_class) == 12
+    assert all(r["auc"] is not None and r["recall"] is not None for r in per_class if r["count"])
+    assert numbers["evaluation"]["served"]["agrees"] is True
+    assert "one-vs-rest, macro-averaged over the 3 classes" in numbers["evaluation"]["averaging"]
     # The warmup requests name the model they warm up (--model-name reaches the Trainer).
     (log,) = {log.predict_log.request.model_spec.name for log in warmup_requests(version)}
     assert log == "three_classes"

@@ -3,6 +3,9 @@ types it draws them by, and the pods can import their classes back from those ty
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from tfx.utils import import_utils
 
 from pipeline import run_kubeflow
 from pipeline.config import PipelineConfig
+from tests.conftest import REPO
 from tests.test_kubeflow import CLASSES, IMAGE, ROOT, fake_examples_dir, load_spec, parameter
 
 # What KFP's UI visualizes (its frontend filters artifacts by these ML Metadata type names).
@@ -67,3 +71,84 @@ def test_the_report_runs_last_and_reads_every_source(compiled):
     assert parameter(spec, "RunReport", "ingested_dir") == examples
     # ML Metadata is Kubeflow's own there: no local store for the Timing section.
     assert parameter(spec, "RunReport", "metadata_path") == ""
+
+
+def _metadata(artifact) -> dict:
+    """An ML Metadata artifact's properties as a RuntimeArtifact's metadata (as KFP sends)."""
+    values = {**artifact.properties, **artifact.custom_properties}
+    return {k: getattr(v, v.WhichOneof("value")) for k, v in values.items()
+            if v.WhichOneof("value") in ("int_value", "double_value", "string_value")}
+
+
+def run_report_like_a_kfp_pod(run_dir: Path, examples_dir: str, pod_dir: Path) -> dict:
+    """Runs RunReport as a Kubeflow pod runs it, on a local run's artifacts.
+
+    The command and executor class come from the compiled spec; the ExecutorInput holds the
+    local run's artifacts with the spec's artifact types, and TFX's V2 container entrypoint
+    imports each type's class, runs the executor and writes the ExecutorOutput KFP records.
+
+    Returns:
+      {"output": the ExecutorOutput as a dict, "uris": {output key: uri}}.
+    """
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
+
+    from components.report.mlmd import open_store
+    from tests.test_kubeflow import executors
+
+    path = run_kubeflow.compile_pipeline(PipelineConfig(output_dir=str(run_dir)), examples_dir,
+                                         CLASSES, IMAGE, str(pod_dir / "pipeline.yaml"), ROOT)
+    spec = load_spec(Path(path))
+    task, component = spec.root.dag.tasks["RunReport"], report_component(spec)
+    store = open_store(str(run_dir / "metadata.sqlite"))
+    executor_input = kfp_spec.ExecutorInput()
+    for key, source in task.inputs.artifacts.items():
+        producer = source.task_output_artifact
+        folder = run_dir / "pipeline_root" / producer.producer_task / producer.output_artifact_key
+        uri = str(max(folder.iterdir(), key=lambda p: int(p.name)))
+        (artifact,) = store.get_artifacts_by_uri(uri)
+        runtime = executor_input.inputs.artifacts[key].artifacts.add()
+        runtime.uri, runtime.name = uri, f"input-{key}"
+        runtime.type.CopyFrom(component.input_definitions.artifacts[key].artifact_type)
+        runtime.metadata.update(_metadata(artifact))
+    for name, value in task.inputs.parameters.items():
+        executor_input.inputs.parameter_values[name].CopyFrom(
+            value.runtime_value.constant)
+    uris = {}
+    for key, definition in component.output_definitions.artifacts.items():
+        runtime = executor_input.outputs.artifacts[key].artifacts.add()
+        runtime.uri = uris[key] = str(pod_dir / "outputs" / key)  # KFP names a path, no folder
+        runtime.name = f"output-{key}"
+        runtime.type.CopyFrom(definition.artifact_type)
+    executor_input.outputs.output_file = str(pod_dir / "executor_output.json")
+    container = executors(spec)[component.executor_label].container
+    invocation = json_format.MessageToJson(executor_input)
+    args = [invocation if a == "{{$}}" else a for a in container.args]
+    result = subprocess.run([sys.executable, *list(container.command)[1:], *args],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"output": json.loads((pod_dir / "executor_output.json").read_text()), "uris": uris}
+
+
+@pytest.mark.parametrize("blessed, reason", [(1, None), (0, "cannot load: bad warmup")])
+def test_the_serving_check_reads_the_same_in_a_pod(blessed, reason):
+    # A pod gets its inputs' custom properties as JSON, numbers as floats (0.0 included).
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
+    from tfx.types.standard_artifacts import InfraBlessing
+
+    from components.report import plain_properties
+    from components.serving_check import blessing_entry
+
+    metadata = {"blessed": blessed, "warmup_requests": 5, "requests": 4}
+    if reason:
+        metadata["reason"] = reason
+    runtime = json_format.ParseDict({"artifacts": [{
+        "name": "b", "uri": "/x", "metadata": metadata,
+        "type": {"instanceSchema": "title: tfx.InfraBlessing\ntype: object\n"}}]},
+        kfp_spec.ArtifactList())
+    (artifact,) = entrypoint.parse_raw_artifact_dict({"blessing": runtime}, {})["blessing"]
+    assert isinstance(artifact, InfraBlessing)
+    assert artifact.mlmd_artifact.custom_properties["blessed"].HasField("struct_value")
+    assert blessing_entry(plain_properties(artifact)) == {
+        "blessed": bool(blessed), "reason": reason, "warmup_requests": 5, "requests": 4}

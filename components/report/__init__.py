@@ -18,8 +18,10 @@ No `from __future__ import annotations` here: TFX reads the component signature'
 import json
 import logging
 import os
+from typing import Any
 
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils
@@ -64,6 +66,35 @@ def _read_json(path: str) -> dict | None:
     except (tf.errors.OpError, ValueError) as e:
         LOG.warning("report: cannot read %s: %s", path, e)
         return None
+
+
+def plain_properties(artifact: Artifact) -> Any:
+    """An artifact's custom properties as ML Metadata values of their own types.
+
+    In a Kubeflow pod, TFX's V2 entrypoint hands a component its inputs' custom properties as
+    JSON (struct) values, with numbers as floats; `blessing_entry` reads typed values, as a
+    local run stores them.
+
+    Args:
+      artifact: an input artifact.
+
+    Returns:
+      The custom properties: ints, floats and strings in int_value, double_value and
+      string_value.
+    """
+    typed = metadata_store_pb2.Artifact()
+    for key, value in artifact.mlmd_artifact.custom_properties.items():
+        if not value.HasField("struct_value"):
+            typed.custom_properties[key].CopyFrom(value)
+            continue
+        plain, target = artifact.get_json_value_custom_property(key), typed.custom_properties[key]
+        if isinstance(plain, str):
+            target.string_value = plain
+        elif isinstance(plain, int | float) and float(plain).is_integer():
+            target.int_value = int(plain)
+        elif isinstance(plain, float):
+            target.double_value = plain
+    return typed.custom_properties
 
 
 def _mark_kfp_outputs(numbers: dict, metrics: Artifact, confusion: Artifact) -> None:
@@ -131,7 +162,7 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
                                                 path_utils.is_old_model_artifact(model)),
         evaluation_uri=evaluation.uri, history=history,
         blessed=bool(blessing.get_int_custom_property("blessed")),
-        serving_check=blessing_entry(serving_check.mlmd_artifact.custom_properties),
+        serving_check=blessing_entry(plain_properties(serving_check)),
         pushed={"pushed": bool(pushed_model.get_int_custom_property("pushed")),
                 "path": pushed_model.get_string_custom_property("pushed_destination") or None,
                 "version": pushed_model.get_string_custom_property("pushed_version") or None},
