@@ -1,9 +1,9 @@
 """The TFX Pusher, made idempotent and atomic.
 
 Idempotent: a model the serving dir already holds is not pushed again. A rerun of an unchanged
-pipeline re-evaluates the cached model against itself (it is now the latest blessed baseline)
-and blesses it again; the stock Pusher would then copy it into a new version directory, so TF
-Serving would reload an identical model under a new number.
+pipeline re-evaluates the cached model against itself (the version it pushed is now the served
+baseline) and blesses it again; the stock Pusher would then copy it into a new version
+directory, so TF Serving would reload an identical model under a new number.
 
 Atomic: on a local (or mounted) file system a version is copied under a hidden staging name
 and renamed into place, so a server never sees a half-written version, and a push killed
