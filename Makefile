@@ -3,8 +3,9 @@
 IN_ENV := scripts/in-env
 ARGS ?=
 PYTEST_ARGS ?=
+IMAGE ?= tfx-image-transfer:local
 
-.PHONY: run test test-fast lint env help
+.PHONY: run test test-fast lint env help image image-test
 
 help:
 	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (tfx-image-transfer, pipeline/run_local.py)"
@@ -12,6 +13,8 @@ help:
 	@echo "make test-fast                       the unit tests only: no pipeline run, no model export"
 	@echo "make lint                            ruff"
 	@echo "make env                             build the environment only"
+	@echo "make image [IMAGE=REGISTRY/NAME:TAG]  build the Kubeflow components' image (docker or podman)"
+	@echo "make image-test [IMAGE=...]          run the built image as Kubeflow would (skipped without an engine)"
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow, keras; print('tfx', tfx.__version__, 'tf', tensorflow.__version__, 'keras', keras.__version__)"
@@ -28,3 +31,9 @@ test-fast:
 
 lint:
 	$(IN_ENV) ruff check .
+
+image:
+	scripts/image build $(IMAGE)
+
+image-test:
+	scripts/image test $(IMAGE)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from pipeline.config import (
     SERVING_CHECKS,
@@ -27,10 +28,62 @@ from pipeline.config import (
 )
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Object stores the open-source Kubeflow Pipelines backend takes as a pipeline root; of these,
+# the components can write only the ones TensorFlow has a file system for (gs:// in TF 2.21).
+KFP_ROOT_SCHEMES = ("gs", "s3", "minio")
+# The knobs users change between runs, as runtime parameters of the compiled pipeline:
+# parameter -> (component id, exec property). TFX's v2 compiler takes a RuntimeParameter only
+# in place of a whole exec property, and the stock Trainer and Evaluator hold these knobs inside
+# one property each: the Trainer's custom_config (epochs, fine-tune epochs, learning rate, ...)
+# and the Evaluator's eval_config (the accuracy thresholds). Each parameter's default is the
+# compiled value, a JSON string.
+RUNTIME_PARAMETERS = {"trainer_custom_config": ("Trainer", "custom_config"),
+                      "evaluator_eval_config": ("Evaluator", "eval_config")}
 
 
 class ExamplesDirError(ValueError):
     """--examples-dir is not a folder that ingestion wrote."""
+
+
+class StorageError(ValueError):
+    """A location the components cannot use, or a storage error, in one line."""
+
+
+def check_storage(flag: str, uri: str, pipeline_root: bool = False) -> None:
+    """Refuses locations the pods cannot write: file systems TensorFlow lacks, local roots.
+
+    Args:
+      flag: the flag that named the location, for the message.
+      uri: a local path or a URI.
+      pipeline_root: the location is the pipeline root, which Kubeflow Pipelines needs in
+        object storage.
+
+    Raises:
+      StorageError: one line naming the flag and why.
+    """
+    import tensorflow as tf
+
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    can = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES
+                      if s in tf.io.gfile.get_registered_schemes())
+    if pipeline_root and not scheme:
+        raise StorageError(
+            f"{flag} {uri} is local: Kubeflow Pipelines keeps artifacts in object storage and "
+            f"refuses a local pipeline root; pass {can}BUCKET/PATH")
+    if scheme and scheme not in tf.io.gfile.get_registered_schemes():
+        raise StorageError(
+            f"{flag} {uri}: TensorFlow {tf.__version__} has no {scheme}:// file system, so the "
+            "components could not read or write it; use "
+            + (f"{can}BUCKET/PATH" if pipeline_root else
+               f"{can}, or a path on a volume mounted in the pods"))
+    if pipeline_root and f"{scheme}://" not in can.split(" or "):
+        raise StorageError(f"{flag} {uri}: a pipeline root must be in {can}BUCKET/PATH")
+
+
+def one_line(error: Exception) -> str:
+    """A storage error (tf.errors.OpError, OSError) as one line, without TF's op context."""
+    message = getattr(error, "message", None) or str(error)
+    return " ".join(message.split())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,10 +158,36 @@ def read_class_names(examples_dir: str) -> list[str]:
     return names
 
 
+def add_runtime_parameters(pipeline: Any) -> dict[str, str]:
+    """Turns the exec properties of RUNTIME_PARAMETERS into runtime parameters.
+
+    Args:
+      pipeline: the tfx.dsl.Pipeline from create_pipeline (changed in place).
+
+    Returns:
+      Each parameter's default: the exec property's compiled value (a JSON string).
+    """
+    from tfx.orchestration import data_types
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+
+    nodes = {c.id: c for c in pipeline.components}
+    defaults = {}
+    for name, (node_id, prop) in RUNTIME_PARAMETERS.items():
+        properties = nodes[node_id].exec_properties
+        # The string the compiler would have written for the property (JSON for a proto).
+        defaults[name] = compiler_utils.value_converter(properties[prop]).constant.string_value
+        properties[prop] = data_types.RuntimeParameter(name=name, ptype=str,
+                                                       default=defaults[name])
+    return defaults
+
+
 def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str], image: str,
                      output_file: str, pipeline_root: str | None = None,
                      serving_check: str = SESSION_CHECK) -> str:
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
+
+    The spec is PipelineSpec schema 2.1 (what kfp 2.x compiles and the Kubeflow Pipelines 2.x
+    backend runs), with RUNTIME_PARAMETERS as optional root parameters.
 
     Args:
       cfg: the run's config.
@@ -134,13 +213,18 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     pipeline = definition.create_pipeline(
         cfg, examples_dir, class_names, metadata_path=None,  # Kubeflow provides ML Metadata
         beam_pipeline_args=beam_pipeline_args(cfg.beam_workers), serving_check=serving_check)
+    defaults = add_runtime_parameters(pipeline)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image))
-    job = runner.run(pipeline, write_out=False)
-    # The runner puts the root only into the PipelineJob's runtimeConfig (from cfg), which its
-    # YAML output drops; defaultPipelineRoot keeps it in the spec itself.
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=True))
+    job = runner.run(pipeline, parameter_values=defaults, write_out=False)
+    # The runner puts the root and the parameters' values only into the PipelineJob's
+    # runtimeConfig, which the YAML output drops; defaultPipelineRoot and each parameter's
+    # defaultValue keep them in the spec itself.
     job["runtimeConfig"]["gcsOutputDirectory"] = pipeline_root
     job["pipelineSpec"]["defaultPipelineRoot"] = pipeline_root
+    for name, parameter in job["pipelineSpec"]["root"]["inputDefinitions"]["parameters"].items():
+        parameter.update(defaultValue=defaults[name], isOptional=True)
     parent = os.path.dirname(output_file)
     if parent:
         tf.io.gfile.makedirs(parent)
@@ -195,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         to the Beam conversion job.
 
     Returns:
-      The exit status: 0, or 2 if the examples or the data cannot be had. Bad flags exit
-      with a usage error (status 2).
+      The exit status: 0, or 2 (one line) if the examples or the data cannot be had, or a
+      location is one the components cannot use or reach. Bad flags exit with a usage error
+      (status 2).
     """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
@@ -218,29 +303,36 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.run_local import configure_logging
 
     configure_logging()
+    import tensorflow as tf
 
+    pipeline_root = absolute(args.pipeline_root or cfg.pipeline_root)
+    read_in_pods = {"--pipeline-root": pipeline_root, "--serving-dir": cfg.serving_model_dir}
+    if weights_file:  # the Trainer reads it with tf.io.gfile
+        read_in_pods["--base-weights"] = cfg.base_weights
     try:
+        check_storage("--pipeline-root", pipeline_root, pipeline_root=True)
+        for flag, path in [*read_in_pods.items(), ("--examples-dir", args.examples_dir or ""),
+                           ("--output-dir", cfg.output_dir), ("--output-file", output_file)]:
+            check_storage(flag, path)
         if args.examples_dir:
             examples_dir = absolute(args.examples_dir)
             class_names = read_class_names(examples_dir)
         else:
             ingested = ingest(cfg, beam_args or beam_pipeline_args(cfg.beam_workers))
             examples_dir, class_names = ingested.output_dir, ingested.report["classes"]
-    except (ExamplesDirError, IngestError, DataSourceError) as e:
+        read_in_pods["--examples-dir"] = examples_dir
+        for flag, path in read_in_pods.items():
+            if "://" not in path:
+                print(f"note: {flag} {path} is local: the components' pods must see it at this "
+                      "path (a mounted volume, or baked into the image)", file=sys.stderr)
+        compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root,
+                         args.serving_check)
+    except (ExamplesDirError, IngestError, DataSourceError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pipeline_root = absolute(args.pipeline_root or cfg.pipeline_root)
-    read_in_pods = {"--examples-dir": examples_dir, "--pipeline-root": pipeline_root,
-                    "--serving-dir": cfg.serving_model_dir}
-    if weights_file:  # the Trainer loads it with a local file API
-        read_in_pods["--base-weights"] = cfg.base_weights
-    for flag, path in read_in_pods.items():
-        if "://" not in path:
-            print(f"note: {flag} {path} is local: the components' pods must see it at this "
-                  "path (a mounted volume, or baked into the image)", file=sys.stderr)
-
-    compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root,
-                     args.serving_check)
+    except (tf.errors.OpError, OSError) as e:  # e.g. gs:// unreachable or not permitted
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     check = ("ServingCheck" if args.serving_check == SESSION_CHECK
              else f"InfraValidator on {TF_SERVING_IMAGE}")
     print(f"compiled {output_file}: image {args.image}, examples {examples_dir} "
