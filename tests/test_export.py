@@ -206,3 +206,47 @@ def test_exported_model_fixture_is_a_real_export(exported_model):
     assert Path(exported_model.version_dir, "saved_model.pb").is_file()
     assert parse_labels((exported_model.version_dir / "assets" / LABELS_ASSET).read_text()) == [
         "cats", "dogs"]
+
+
+def _peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def test_the_served_graph_refuses_a_decompression_bomb_before_decoding(binary):
+    """TF Serving runs the decode inside the graph, so the pixel limit must be there too: a
+    1.5 MB PNG declaring 23000x23000 pixels would otherwise allocate 1.6 GB per request."""
+    from tests.test_server_limits import black_png
+
+    _, export_dir = binary
+    bomb = black_png(23000)
+    before = _peak_rss_bytes()
+    for signature, inputs in ((SERVING_SIGNATURE, {"images": [photos(1)[0], bomb]}),
+                              (EXAMPLES_SIGNATURE, {"examples": serialized_examples([bomb])})):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+            session_run(export_dir, signature, inputs)
+    assert _peak_rss_bytes() - before < 500 * 1024**2  # decoding it would add >= 1.6 GB
+
+
+def test_the_graph_reads_the_same_header_sizes_as_the_python_parser():
+    import io
+
+    from PIL import Image
+
+    from contract.features import image_format
+    from contract.image_header import image_size
+    from trainer.images import declared_pixels
+
+    for fmt, size in (("JPEG", (70, 40)), ("PNG", (33, 9)), ("GIF", (300, 2)),
+                      ("BMP", (5, 700))):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (200, 10, 10)).save(buffer, fmt)
+        data = buffer.getvalue()
+        width, height, _ = image_size(data, image_format(data))
+        assert int(declared_pixels(tf.constant(data))) == width * height == size[0] * size[1]
+    jpeg = photos(1)[0]
+    width, height, _ = image_size(jpeg, "jpeg")
+    assert int(declared_pixels(tf.constant(jpeg))) == width * height
+    assert int(declared_pixels(tf.constant(b"not an image"))) == 0
