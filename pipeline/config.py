@@ -128,7 +128,7 @@ class PipelineConfig:
         "best epoch (phase 2 keeps phase 1's weights if none beats them); 0 runs every epoch "
         "and keeps the last.",
     )
-    fine_tune_epochs: int = _knob(3, "Phase 2 (fine-tune) epochs: the most; 0 skips it.")
+    fine_tune_epochs: int = _knob(2, "Phase 2 (fine-tune) epochs: the most; 0 skips it.")
     fine_tune_at: int = _knob(
         TUTORIAL_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index."
     )
