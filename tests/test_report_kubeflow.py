@@ -112,8 +112,11 @@ def run_report_like_a_kfp_pod(run_dir: Path, examples_dir: str, pod_dir: Path) -
         runtime.type.CopyFrom(component.input_definitions.artifacts[key].artifact_type)
         runtime.metadata.update(_metadata(artifact))
     for name, value in task.inputs.parameters.items():
-        executor_input.inputs.parameter_values[name].CopyFrom(
-            value.runtime_value.constant)
+        constant = value.runtime_value
+        if constant.HasField("constant_value"):  # the older form of a constant in a spec
+            executor_input.inputs.parameters[name].CopyFrom(constant.constant_value)
+        else:
+            executor_input.inputs.parameter_values[name].CopyFrom(constant.constant)
     uris = {}
     for key, definition in component.output_definitions.artifacts.items():
         runtime = executor_input.outputs.artifacts[key].artifacts.add()
