@@ -337,8 +337,9 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path
     # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
     pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))
     random_dir = str(tmp_path / "random")
-    untrained = build_model(2, training_config(alpha=ALPHA, base_weights=NO_WEIGHTS))
-    export_model(untrained, ["cats", "dogs"], 160, random_dir)
+    untrained_cfg = training_config(alpha=ALPHA, base_weights=NO_WEIGHTS)
+    untrained = build_model(2, untrained_cfg)
+    export_model(untrained, ["cats", "dogs"], untrained_cfg.image_size, random_dir)
     random_accuracy = accuracy_on_validation_photos(random_dir)
     assert pushed_accuracy >= 0.8 and pushed_accuracy >= random_accuracy + 0.2, (
         pushed_accuracy, random_accuracy)
