@@ -12,6 +12,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
+from components.report.history import epochs_run, kept_epoch, kept_value
 from components.report.mlmd import latest_run_executions, open_store, step_entry
 from components.served_baseline import SERVED_VERSION_KEY, baseline_entry
 from components.serving_check import blessing_entry, describe
@@ -120,8 +121,15 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                 history = json.load(f)
             for phase in ("phase1", "phase2"):
                 if phase in history:
-                    value = history[phase]["history"]["val_accuracy"][-1]
-                    summary[f"{phase}_val_accuracy"] = round(value, 4)
+                    record = history[phase]
+                    # The weights each phase ended with: its kept epoch's, or (phase 2 kept
+                    # none of its epochs) phase 1's.
+                    value = (kept_value(record, "val_accuracy") if kept_epoch(record)
+                             else summary["phase1_val_accuracy"])
+                    summary[f"{phase}_val_accuracy"] = (None if value is None
+                                                        else round(value, 4))
+                    summary[f"{phase}_kept_epoch"] = [kept_epoch(record),
+                                                      epochs_run(record)]
     elif type_name == "Model" and SERVED_VERSION_KEY in props:
         summary["baseline"] = baseline_entry(props)
     elif type_name == "ModelEvaluation":
@@ -154,9 +162,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                  f"(see {ing['report']})")
     for c in summary["components"]:
         lines.append(f"{c['component']:<30} {c['status']:>9}  {c['seconds']:7.1f}s")
-    p1, p2 = summary["phase1_val_accuracy"], summary["phase2_val_accuracy"]
-    lines.append(f"validation accuracy: phase 1 {p1}, phase 2 "
-                 f"{'not run' if p2 is None else p2}")
+    lines.append("validation accuracy of the kept weights: " + ", ".join(
+        _phase_line(summary, phase) for phase in ("phase1", "phase2")))
     if summary["test_metrics"]:
         metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
         lines.append(f"test metrics: {metrics}")
@@ -171,6 +178,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"report: {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
+
+
+def _phase_line(summary: dict[str, Any], phase: str) -> str:
+    name = f"phase {phase[-1]}"
+    if summary.get(f"{phase}_kept_epoch") is None:
+        return f"{name} not run"
+    kept, run = summary[f"{phase}_kept_epoch"]
+    where = (f"epoch {kept} of {run}" if kept
+             else f"none of its {run} epochs beat phase 1: phase 1's weights kept")
+    return f"{name} {summary[f'{phase}_val_accuracy']} ({where})"
 
 
 def _why_not_pushed(summary: dict[str, Any]) -> str:
