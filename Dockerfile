@@ -20,8 +20,8 @@ RUN apt-get update \
     && grep -v -e '^#' -e '^[[:space:]]*$' /tmp/system-packages.txt \
        | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends
 
-# requirements-runtime.lock: requirements.lock's pins without the test and lint tools (and
-# libclang, which nothing imports at run time; see scripts/lock).
+# requirements-runtime.lock: requirements.lock's pins without the test and lint tools (and two
+# packages nothing here imports; see scripts/lock).
 COPY requirements-runtime.lock /opt/project/requirements-runtime.lock
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip-conf --mount=type=secret,id=pip-ca \
@@ -32,9 +32,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # What nothing in the image runs (each RUN's deletions only count in the layer that made the
 # files, so here in the builder): TensorFlow's C++ headers (for compiling custom ops), the
-# symbol tables of the wheels' shared libraries (for debuggers and linkers), tests shipped
-# inside packages (the scientific stack's tests/ folders and TFX's and Beam's *_test.py), and
-# C/C++/Cython sources, headers and type stubs.
+# symbol tables of the wheels' shared libraries (for debuggers and linkers), the test suites
+# the scientific stack ships in tests/ folders, and C/C++/Cython sources, headers and type stubs.
 RUN site=$(echo /opt/venv/lib/python3*/site-packages) \
     && rm -rf "$site/tensorflow/include" \
     && find /opt/venv -type f -name '*.so*' -exec sh -c \
@@ -42,9 +41,8 @@ RUN site=$(echo /opt/venv/lib/python3*/site-packages) \
           strip --strip-unneeded "$f";; esac; done' sh {} + \
     && for p in scipy sklearn numpy pandas pyarrow matplotlib IPython; do \
          find "$site/$p" -type d -name tests -prune -exec rm -rf {} +; done \
-    && find "$site" -type f \( -name '*_test.py' -o -name '*_test.cpython-*.pyc' \
-         -o -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.cc' \
-         -o -name '*.cpp' -o -name '*.h' -o -name '*.hpp' \) -delete
+    && find "$site" -type f \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' \
+         -o -name '*.cc' -o -name '*.cpp' -o -name '*.h' -o -name '*.hpp' \) -delete
 
 FROM debian:trixie-slim
 
