@@ -19,7 +19,7 @@ def to_example(record: dict) -> bytes:
     """The serialized tf.Example of one kept image (format in contract/features.py).
 
     Args:
-      record: a record from DecodeAndValidate (source, data, sha256, label_name, format,
+      record: a record from ReadKept (source, data, sha256, label_name, format,
         height, width).
 
     Returns:

@@ -60,7 +60,12 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_IMAG
 
 
 class DecodeAndValidate(beam.DoFn):
-    """Reads and decodes one file; emits a record, or a skip on the 'skipped' output."""
+    """Reads and decodes one file; emits a record, or a skip on the 'skipped' output.
+
+    The record holds the file's hashes and size, not its bytes: the de-duplication and the
+    split plan hold every record at once (an in-memory runner keeps each shuffled collection
+    whole), and ReadKept reads the kept files again to write them.
+    """
 
     SKIPPED = "skipped"
 
@@ -86,6 +91,31 @@ class DecodeAndValidate(beam.DoFn):
             yield self._skip(source, reason)
             return
         beam.metrics.Metrics.counter("ingest", "decoded").inc()
-        yield {"source": source, "data": data, "sha256": hashlib.sha256(data).hexdigest(),
+        yield {"source": source, "sha256": hashlib.sha256(data).hexdigest(),
                "label_name": self._classes[source.label], **info}
+
+
+class ReadKept(beam.DoFn):
+    """Reads a kept file again for writing: (split, record with "data"), or a skip on the
+    'skipped' output when the file can no longer be read or its content changed since it was
+    decoded."""
+
+    SKIPPED = DecodeAndValidate.SKIPPED
+
+    def __init__(self, root: str, classes: list[str], settings: SplitSettings):
+        self._root, self._classes, self._settings = root, classes, settings
+
+    def process(self, split_record: tuple[str, dict]) -> Iterator:
+        """Yields (split, record + data), or (path, reason, class) on the skipped output."""
+        split, record = split_record
+        source = record["source"]
+        data, reason = read_source(source.location(self._root), self._settings.max_file_bytes)
+        if reason is None and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            reason = "changed while being converted (content differs from the decoded file)"
+        if reason:
+            beam.metrics.Metrics.counter("ingest", "skipped").inc()
+            yield beam.pvalue.TaggedOutput(self.SKIPPED, (source.path, reason,
+                                                          self._classes[source.label]))
+            return
+        yield split, {**record, "data": data}
 
