@@ -86,6 +86,21 @@ def photos(data_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+def source_photo(path: str) -> str:
+    """The photo a file of a scaled folder was made from: "train/cats/cat.1.jpg" for itself
+    and for "train/cats/cat.1.crop3.jpg".
+
+    Args:
+      path: a path relative to the scaled folder.
+
+    Returns:
+      The photo's relative path, without its extension.
+    """
+    if ".crop" in path:
+        return path.split(".crop")[0]
+    return path.rsplit(".", 1)[0]
+
+
 def crop(source: Path, target: Path, seed: str) -> None:
     """Writes a random crop of source (CROP_AREA of it, random offset) as JPEG to target.
 
@@ -213,7 +228,13 @@ def step_ingest(args: argparse.Namespace) -> dict[str, Any]:
                                 beam_pipeline_args(cfg.beam_workers))
     seconds = time.monotonic() - started
     report = result.report
-    near = report.get("near_duplicates", {})
+    near = {k: v for k, v in report["near_duplicates"].items() if k != "list"}
+    # A group of one photo and its own crops is expected; one joining different photos is not.
+    near["largest"] = max((len(g["members"]) for g in report["near_duplicates"]["list"]),
+                          default=0)
+    near["across_photos"] = sum(
+        len({source_photo(m["path"]) for m in g["members"]}) > 1
+        for g in report["near_duplicates"]["list"])
     return {"seconds": seconds, "images": sum(1 for _ in Path(args.images).glob("*/*/*")),
             "reused": result.reused, "conversion": result.output_dir,
             "summary": summarize(report), "near_duplicates": near,
@@ -484,8 +505,9 @@ def near_duplicate_line(scale: int, ingest: dict[str, Any]) -> str:
     return (f"{scale}x: {ingest['images']} files, {written} written "
             f"({', '.join(f'{k} {v}' for k, v in ingest['written'].items())}), "
             f"{ingest['skipped']} skipped {ingest['skipped_by_reason'] or ''}; "
-            f"{near.get('groups', 0)} near-duplicate groups holding {near.get('images', 0)} "
-            f"images ({near.get('moved', 0)} moved to their group's split; grouping drops none)")
+            f"{near['groups']} near-duplicate groups holding {near['images']} images, the "
+            f"largest {near['largest']}, {near['across_photos']} joining different photos "
+            f"({near['moved']} moved to their group's split; grouping drops none)")
 
 
 def parse_scales(text: str) -> list[int]:

@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.scaling import CROP_AREA, scaled_tree
+from benchmarks.scaling import CROP_AREA, scaled_tree, source_photo
 from ingestion.convert import convert_image_tree
 from tests.conftest import MINI
 
 pytestmark = pytest.mark.slow  # a Beam conversion (about 10 s)
 
 SCALE = 3
-
-
-def source_of(path: Path) -> str:
-    """The photo a file was made from: its own name, or the name before `.crop<k>.jpg`."""
-    return path.name.split(".crop")[0].removesuffix(".jpg")
 
 
 def test_crops_are_distinct_images_ingestion_keeps(tmp_path: Path) -> None:
@@ -38,7 +33,7 @@ def test_crops_are_distinct_images_ingestion_keeps(tmp_path: Path) -> None:
     assert len(files) == 8 * SCALE
     assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in files}) == len(files)
     for crop in (p for p in files if ".crop" in p.name):
-        with Image.open(crop) as c, Image.open(crop.parent / f"{source_of(crop)}.jpg") as o:
+        with Image.open(crop) as c, Image.open(f"{source_photo(str(crop))}.jpg") as o:
             assert c.format == "JPEG"
             area = c.size[0] * c.size[1] / (o.size[0] * o.size[1])
             assert CROP_AREA[0] - 0.02 <= area <= CROP_AREA[1] + 0.02, (crop, area)
@@ -53,4 +48,4 @@ def test_crops_are_distinct_images_ingestion_keeps(tmp_path: Path) -> None:
     report = convert_image_tree(str(tree), str(tmp_path / "tfrecords")).report
     assert (report["written"], report["skipped"]) == (len(files), 0)
     for group in report["near_duplicates"]["list"]:
-        assert len({source_of(Path(m["path"])) for m in group["members"]}) == 1, group
+        assert len({source_photo(m["path"]) for m in group["members"]}) == 1, group
