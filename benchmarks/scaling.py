@@ -502,9 +502,10 @@ def near_duplicate_line(scale: int, ingest: dict[str, Any]) -> str:
     """What ingestion's near-duplicate grouping made of the folder (it drops nothing)."""
     near = ingest["near_duplicates"]
     written = sum(ingest["written"].values())
+    skipped_reasons = f" {ingest['skipped_by_reason']}" if ingest["skipped_by_reason"] else ""
     return (f"{scale}x: {ingest['images']} files, {written} written "
             f"({', '.join(f'{k} {v}' for k, v in ingest['written'].items())}), "
-            f"{ingest['skipped']} skipped {ingest['skipped_by_reason'] or ''}; "
+            f"{ingest['skipped']} skipped{skipped_reasons}; "
             f"{near['groups']} near-duplicate groups holding {near['images']} images, the "
             f"largest {near['largest']}, {near['across_photos']} joining different photos "
             f"({near['moved']} moved to their group's split; grouping drops none)")
