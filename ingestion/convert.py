@@ -73,9 +73,9 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
                      out_dir: str) -> None:
     """Adds the conversion to a Beam pipeline: decode, dedupe, plan the splits, write, report.
 
-    Only hashes and sizes go through the de-duplication and the plan; each kept file is read
-    again to be written, so memory does not hold every image's bytes (at 16 times the tutorial's
-    data that held ~9 GB on the in-memory runner).
+    Only hashes and sizes go through the de-duplication and the plan (the in-memory runner
+    holds each shuffled collection whole); each kept file is read again to be written. The
+    write's fixed num_shards still groups every serialized example (see benchmarks/README.md).
 
     Args:
       p: the pipeline to add the transforms to.
