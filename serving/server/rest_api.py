@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,9 @@ from serving.server.core import INT64_MAX, SIGNATURE_DEF, ModelStore, as_serving
 
 LOG = logging.getLogger("serving.server.rest")
 IDLE_CONNECTION_SECONDS = 60
+# A body declared above the limit is read and dropped for at most this long, and only while
+# it keeps coming (then the 413 goes out and the connection closes).
+DRAIN_SECONDS, DRAIN_IDLE_SECONDS = 10, 2
 _API = re.compile(r"(?i)/v1/.*")
 _PREDICT = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                       r":(classify|regress|predict)")
@@ -126,6 +130,16 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         limit = self.server.max_request_bytes
+        declared = self.headers.get("Content-Length") or ""
+        if declared.isdigit() and int(declared) > limit:
+            # Refused without keeping the body; the connection then closes. What the client
+            # sends is drained for a bounded time first, so that a client still sending reads
+            # the 413 instead of a reset, and a length that no body follows cannot hold the
+            # thread.
+            self.close_connection = True
+            self._drain(int(declared))
+            raise RequestTooLarge(f"request of {declared} bytes is larger than the server's "
+                                  f"maximum of {limit} bytes")
         size, parts = 0, []
         for part in self._body_parts():
             size += len(part)
@@ -145,6 +159,18 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise RequestTooLarge(f"request inflates to more than the server's maximum of "
                                       f"{limit} bytes")
         return body
+
+    def _drain(self, size: int) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        self.connection.settimeout(DRAIN_IDLE_SECONDS)
+        try:
+            while size > 0 and time.monotonic() < deadline:
+                part = self.rfile.read1(min(size, 1 << 20))
+                if not part:
+                    return
+                size -= len(part)
+        except OSError:  # the idle timeout, or the client gave up
+            pass
 
     def _body_parts(self) -> Iterator[bytes]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
