@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -132,3 +134,18 @@ def test_decoded_images_are_cached_only_within_the_budget(mini_tfrecords, monkey
     monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 80 * per_image)
     cached = [y.numpy() for _, y in input_fn(files, EVAL_CONFIG, training=False)]
     np.testing.assert_array_equal(np.concatenate(uncached), np.concatenate(cached))
+
+
+def test_base_weights_from_a_gfile_uri_are_copied_locally(tmp_path):
+    from trainer.model import local_weights_file
+
+    uri = f"ram://weights-{tmp_path.name}/{WEIGHTS.name}"  # TF's in-memory file system
+    tf.io.gfile.makedirs(os.path.dirname(uri))
+    tf.io.gfile.copy(str(WEIGHTS), uri)
+    local = local_weights_file(uri)
+    assert "://" not in local and os.path.basename(local) == WEIGHTS.name
+    assert Path(local).read_bytes() == WEIGHTS.read_bytes()
+    assert local_weights_file(uri) == local  # copied once
+    assert local_weights_file(str(WEIGHTS)) == str(WEIGHTS)  # local paths as they are
+    with pytest.raises(WeightsError, match="does not exist"):
+        local_weights_file(f"ram://weights-{tmp_path.name}/missing.h5")
