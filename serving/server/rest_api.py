@@ -132,12 +132,11 @@ class RestHandler(BaseHTTPRequestHandler):
         limit = self.server.max_request_bytes
         declared = self.headers.get("Content-Length") or ""
         if declared.isdigit() and int(declared) > limit:
-            # Refused without keeping the body; the connection then closes. What the client
-            # sends is drained for a bounded time first, so that a client still sending reads
-            # the 413 instead of a reset, and a length that no body follows cannot hold the
-            # thread.
-            self.close_connection = True
-            self._drain(int(declared))
+            # Refused without keeping the body. The body is read and dropped for a bounded time,
+            # so that a client still sending reads the 413 instead of a reset; when it does
+            # not all arrive in that time (a length that no body follows cannot hold the
+            # thread), the connection closes after the answer.
+            self.close_connection = not self._drain(int(declared))
             raise RequestTooLarge(f"request of {declared} bytes is larger than the server's "
                                   f"maximum of {limit} bytes")
         size, parts = 0, []
@@ -160,17 +159,20 @@ class RestHandler(BaseHTTPRequestHandler):
                                       f"{limit} bytes")
         return body
 
-    def _drain(self, size: int) -> None:
+    def _drain(self, size: int) -> bool:
+        """Reads and drops `size` body bytes within the drain limits; True if all came."""
         deadline = time.monotonic() + DRAIN_SECONDS
         self.connection.settimeout(DRAIN_IDLE_SECONDS)
         try:
             while size > 0 and time.monotonic() < deadline:
                 part = self.rfile.read1(min(size, 1 << 20))
                 if not part:
-                    return
+                    return False
                 size -= len(part)
         except OSError:  # the idle timeout, or the client gave up
-            pass
+            return False
+        self.connection.settimeout(self.timeout)
+        return size == 0
 
     def _body_parts(self) -> Iterator[bytes]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -205,6 +207,8 @@ class RestHandler(BaseHTTPRequestHandler):
         if content_type:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # so that a client does not reuse the connection
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
