@@ -33,8 +33,10 @@ def declared_pixels(encoded: tf.Tensor) -> tf.Tensor:
     Returns:
       An int64 scalar.
     """
-    head = tf.strings.substr(encoded, 0, 8)
-    padded = encoded + tf.constant(b"\0" * 26)  # offsets below stay in range
+    # The first 26 bytes hold every size field read below; padded so that the offsets stay in
+    # range for short inputs, without copying the rest of the image.
+    padded = tf.strings.substr(encoded, 0, 26) + tf.constant(b"\0" * 26)
+    head = tf.strings.substr(padded, 0, 8)
 
     def png() -> tf.Tensor:
         return _uint(padded, 16, 4, True) * _uint(padded, 20, 4, True)
