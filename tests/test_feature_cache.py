@@ -19,16 +19,16 @@ from trainer.task import train_and_export
 
 CONFIG = training_config(image_size=SMALL_IMAGE_SIZE, alpha=SMALL_ALPHA,
                          base_weights=str(SMALL_WEIGHTS), batch_size=16, epochs=40, patience=3,
-                         learning_rate=1e-2)
+                         learning_rate=1e-2, mirror_features=True)
 
 
 def split(tfrecords, name: str) -> str:
     return f"{tfrecords.output_dir}/{name}/*"
 
 
-def test_views_follow_the_flip_knob():
+def test_views_follow_the_mirror_knob():
     assert views(CONFIG) == ["original", "mirrored"]
-    assert views(dataclasses.replace(CONFIG, horizontal_flip=False)) == ["original"]
+    assert views(dataclasses.replace(CONFIG, mirror_features=False)) == ["original"]
 
 
 def test_cached_features_are_the_models_own_for_each_view(mini_tfrecords):

@@ -23,6 +23,7 @@ class TrainingConfig:
     horizontal_flip: bool
     batch_size: int
     cache_features: bool  # phase 1 on base features computed once (trainer.feature_cache)
+    mirror_features: bool  # the feature cache also holds each training image's mirror
     epochs: int
     learning_rate: float
     patience: int  # 0: every epoch runs, the last is kept; else early stopping, best kept
