@@ -74,8 +74,9 @@ def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings,
     """Adds the conversion to a Beam pipeline: decode, dedupe, plan the splits, write, report.
 
     Only hashes and sizes go through the de-duplication and the plan (the in-memory runner
-    holds each shuffled collection whole); each kept file is read again to be written. The
-    write's fixed num_shards still groups every serialized example (see benchmarks/README.md).
+    holds each shuffled collection whole); each kept file is read again to be written. With
+    num_shards 0 the examples stream to the runner's shards; a fixed count groups them all
+    first (see benchmarks/README.md).
 
     Args:
       p: the pipeline to add the transforms to.

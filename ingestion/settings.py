@@ -18,7 +18,9 @@ class SplitSettings:
     test_fraction: float = 0.1
     validation_test_fraction: float = 0.2  # the tutorial recipe moves 20% of validation/ to test
     min_image_side: int = 32
-    num_shards: int = 2
+    # 0: the runner picks the shards and streams the examples to them. A fixed count makes Beam
+    # group every serialized example first, which grows memory with the data (benchmarks/).
+    num_shards: int = 0
     # Images whose header declares more pixels (width x height; all frames of a GIF) are skipped
     # without decoding (see contract/image_header.py).
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS

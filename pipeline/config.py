@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.interface import MODEL_NAME
+from contract.knob_ranges import range_problems
 from ingestion.settings import DEFAULT_SPLIT
 from trainer.config import TrainingConfig
 
@@ -81,7 +82,10 @@ class PipelineConfig:
     min_image_side: int = _knob(
         DEFAULT_SPLIT.min_image_side, "Images with a side shorter than this are skipped."
     )
-    num_shards: int = _knob(DEFAULT_SPLIT.num_shards, "TFRecord shards per split.")
+    num_shards: int = _knob(
+        DEFAULT_SPLIT.num_shards,
+        "TFRecord shards per split; 0 lets the Beam runner pick them and stream the examples "
+        "(a fixed count holds every example of a split in memory to shard it).")
     max_image_pixels: int = _knob(
         DEFAULT_SPLIT.max_image_pixels,
         "Images with more pixels (width x height, read from the header) are skipped undecoded.",
@@ -181,8 +185,7 @@ class PipelineConfig:
         return cls(recipe=recipe, **{**RECIPES[recipe], **values})
 
     def __post_init__(self) -> None:
-        problems = [f"{_flag_name(name)} {rule}" for name, (rule, check) in RANGES.items()
-                    if not check(getattr(self, name))]
+        problems = range_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         if self.recipe not in RECIPES:
             problems.append(f"--recipe must be one of {sorted(RECIPES)}")
         if self.eval_fraction + self.test_fraction >= 1:
@@ -249,32 +252,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 # Knobs some recipe sets: their flags default to "the recipe's value".
 _RECIPE_KNOBS = frozenset(k for values in RECIPES.values() for k in values)
 
-# Each numeric knob's valid range, checked before any work: (the rule as users read it, check).
-RANGES: dict[str, tuple[str, Any]] = {
-    "eval_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
-    "test_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
-    "validation_test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
-    "min_image_side": ("must be >= 1", lambda v: v >= 1),
-    "num_shards": ("must be in [1, 1000]", lambda v: 1 <= v <= 1000),
-    "max_image_pixels": ("must be >= 1", lambda v: v >= 1),
-    "max_file_bytes": ("must be >= 1", lambda v: v >= 1),
-    "alpha": ("must be in (0, 1.4] (MobileNetV2's widths)", lambda v: 0 < v <= 1.4),
-    "image_size": ("must be in [32, 1024] pixels (MobileNetV2 needs >= 32)",
-                   lambda v: 32 <= v <= 1024),
-    "dropout": ("must be in [0, 1)", lambda v: 0 <= v < 1),
-    "rotation": ("must be in [0, 1] (a fraction of a full turn)", lambda v: 0 <= v <= 1),
-    "batch_size": ("must be in [1, 4096]", lambda v: 1 <= v <= 4096),
-    "epochs": ("must be >= 1", lambda v: v >= 1),
-    "patience": ("must be >= 0", lambda v: v >= 0),
-    "learning_rate": ("must be in (0, 1]", lambda v: 0 < v <= 1),
-    "fine_tune_epochs": ("must be >= 0", lambda v: v >= 0),
-    "fine_tune_at": ("must be >= 0", lambda v: v >= 0),
-    "fine_tune_lr_factor": ("must be in (0, 10]", lambda v: 0 < v <= 10),
-    "shuffle_buffer": ("must be >= 1", lambda v: v >= 1),
-    "min_accuracy": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
-    "max_accuracy_drop": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
-    "beam_workers": ("must be in [1, 64]", lambda v: 1 <= v <= 64),
-}
 
 
 def check_writable_dir(path: str, flag: str) -> None:

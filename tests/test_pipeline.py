@@ -19,8 +19,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
+from contract.knob_ranges import RANGES
 from contract.labels import parse_labels
-from pipeline.config import RANGES, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
 from pipeline.summary import format_summary, serving_check_entry
 from serving.server.loader import load_like_tf_serving

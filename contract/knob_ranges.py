@@ -1,0 +1,53 @@
+"""Each numeric knob's valid range, in one table: the pipeline checks its flags against it
+before any work, and the Trainer and Evaluator check the runtime parameters of a compiled
+Kubeflow pipeline against it when a run starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# knob -> (the rule as users read it, check).
+RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "eval_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "test_fraction": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "validation_test_fraction": ("must be in (0, 1)", lambda v: 0 < v < 1),
+    "min_image_side": ("must be >= 1", lambda v: v >= 1),
+    "num_shards": ("must be in [0, 1000] (0: the runner picks)", lambda v: 0 <= v <= 1000),
+    "max_image_pixels": ("must be >= 1", lambda v: v >= 1),
+    "max_file_bytes": ("must be >= 1", lambda v: v >= 1),
+    "alpha": ("must be in (0, 1.4] (MobileNetV2's widths)", lambda v: 0 < v <= 1.4),
+    "image_size": ("must be in [32, 1024] pixels (MobileNetV2 needs >= 32)",
+                   lambda v: 32 <= v <= 1024),
+    "dropout": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "rotation": ("must be in [0, 1] (a fraction of a full turn)", lambda v: 0 <= v <= 1),
+    "batch_size": ("must be in [1, 4096]", lambda v: 1 <= v <= 4096),
+    "epochs": ("must be >= 1", lambda v: v >= 1),
+    "patience": ("must be >= 0", lambda v: v >= 0),
+    "learning_rate": ("must be in (0, 1]", lambda v: 0 < v <= 1),
+    "fine_tune_epochs": ("must be >= 0", lambda v: v >= 0),
+    "fine_tune_at": ("must be >= 0", lambda v: v >= 0),
+    "fine_tune_lr_factor": ("must be in (0, 10]", lambda v: 0 < v <= 10),
+    "shuffle_buffer": ("must be >= 1", lambda v: v >= 1),
+    "min_accuracy": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "max_accuracy_drop": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "beam_workers": ("must be in [1, 64]", lambda v: 1 <= v <= 64),
+}
+
+
+def range_problems(values: Mapping[str, Any], prefix: str = "--") -> list[str]:
+    """The values that break their knob's rule, as "<name> <rule>" phrases.
+
+    Args:
+      values: knob name -> value; knobs without a range are ignored.
+      prefix: how users name a knob: "--" gives flags (--fine-tune-at); "" gives the
+        runtime parameters' own names (fine_tune_at).
+
+    Returns:
+      One phrase per bad value, in RANGES order; empty when all are valid.
+    """
+    def name(knob: str) -> str:
+        return prefix + knob.replace("_", "-") if prefix else knob
+
+    return [f"{name(k)} {rule}" for k, (rule, check) in RANGES.items()
+            if k in values and not check(values[k])]
