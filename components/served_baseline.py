@@ -13,9 +13,9 @@ serving dir is remote and a compiled spec may run long after it was compiled.
 A serving dir that holds versions none of which can be a baseline (no complete SavedModel, no
 `from_examples` signature, or other classes than the candidate's) stops the run with
 `BaselineError` unless `allow_no_baseline` is set. With nothing to compare against (nothing
-served yet, or allowed), the Model artifact is left empty and marked so, and `Evaluator`
-(TFX's, with an executor that drops such a baseline) gates on the value threshold alone, as TFX
-does without a baseline.
+served yet, or allowed), the Model artifact is left empty and marked so, and the Evaluator
+(components/run_knobs.py, whose executor drops such a baseline) gates on the value threshold
+alone, as TFX does without a baseline.
 
 No `from __future__ import annotations` here: TFX reads the component signature's annotations.
 """
@@ -28,11 +28,9 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tfx import types
-from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_component_specs
 from tfx.types.standard_artifacts import Model
 from tfx.utils import io_utils, path_utils
@@ -272,9 +270,3 @@ class ServedBaselineEvaluatorExecutor(evaluator_executor.Executor):
         if input_dict.get(key) and not has_baseline(input_dict[key][0]):
             input_dict = {k: v for k, v in input_dict.items() if k != key}
         super().Do(input_dict, output_dict, exec_properties)
-
-
-class Evaluator(tfx.components.Evaluator):
-    """TFX's Evaluator, with ServedBaselineEvaluatorExecutor."""
-
-    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(ServedBaselineEvaluatorExecutor)

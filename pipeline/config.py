@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.interface import MODEL_NAME
-from contract.knob_ranges import range_problems
+from contract.knobs import range_problems
 from ingestion.settings import DEFAULT_SPLIT
 from trainer.config import TrainingConfig
 

@@ -13,7 +13,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
-from components.served_baseline import Evaluator, ServedBaseline, served_snapshot
+from components.run_knobs import GATED_METRIC, Evaluator, Trainer
+from components.served_baseline import ServedBaseline, served_snapshot
 from components.serving_check import (
     CHECK_EXAMPLES,
     CHECK_SPLIT,
@@ -22,6 +23,7 @@ from components.serving_check import (
 )
 from contract import features
 from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
+from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
 from pipeline.config import (
     KUBERNETES_CHECK,
     SERVING_CHECKS,
@@ -33,7 +35,6 @@ from trainer.task import CLASSES_KEY, CONFIG_KEY
 
 RUN_FN = "trainer.task.run_fn"
 CODE_FINGERPRINT_KEY = "code_fingerprint"
-ACCURACY = "accuracy"
 # InfraValidator: an image pull and a model load per try; a model that fails fails each try.
 INFRA_VALIDATION = tfx.proto.ValidationSpec(max_loading_time_seconds=600, num_tries=3)
 
@@ -102,7 +103,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
     metrics = [
         config_pb2.MetricConfig(class_name="ExampleCount"),
         # The gate applies to the overall slice only, not to the per-class slices.
-        config_pb2.MetricConfig(class_name=accuracy_class, config=f'{{"name": "{ACCURACY}"}}',
+        config_pb2.MetricConfig(class_name=accuracy_class, config=f'{{"name": "{GATED_METRIC}"}}',
                           per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
                               slicing_specs=[config_pb2.SlicingSpec()], threshold=gate)]),
     ]
@@ -199,11 +200,16 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
-    trainer = tfx.components.Trainer(
+    # The run knobs are the Trainer's and Evaluator's own parameters (runtime parameters on
+    # Kubeflow); custom_config holds the rest of the training config.
+    training = cfg.training_config().to_dict()
+    trainer = Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
-        custom_config={CONFIG_KEY: cfg.training_config().to_dict(), CLASSES_KEY: list(class_names),
-                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()})
+        custom_config={CONFIG_KEY: {k: v for k, v in training.items() if k not in TRAINER_KNOBS},
+                       CLASSES_KEY: list(class_names),
+                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()},
+        knobs={k: training[k] for k in TRAINER_KNOBS}).with_id("Trainer")
     trainer.add_upstream_node(anomaly_gate)
 
     baseline_nodes = []
@@ -220,7 +226,8 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         model=trainer.outputs["model"],
         baseline_model=baseline_nodes[0].outputs["baseline"] if baseline_nodes else None,
         eval_config=eval_config(cfg, len(class_names)),
-        example_splits=["test"]).with_id("Evaluator")
+        example_splits=["test"],
+        knobs={k: getattr(cfg, k) for k in GATE_KNOBS}).with_id("Evaluator")
     check = serving_check_component(serving_check, trainer.outputs["model"],
                                     example_gen.outputs["examples"], cfg.model_name)
     pusher = tfx.components.Pusher(

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
 from pipeline.config import (
     SERVING_CHECKS,
     SESSION_CHECK,
@@ -31,14 +32,14 @@ YAML_SUFFIXES = (".yaml", ".yml")
 # Object stores the open-source Kubeflow Pipelines backend takes as a pipeline root; of these,
 # the components can write only the ones TensorFlow has a file system for (gs:// in TF 2.21).
 KFP_ROOT_SCHEMES = ("gs", "s3", "minio")
-# The knobs users change between runs, as runtime parameters of the compiled pipeline:
+# The knobs users change between runs, as typed runtime parameters of the compiled pipeline:
 # parameter -> (component id, exec property). TFX's v2 compiler takes a RuntimeParameter only
-# in place of a whole exec property, and the stock Trainer and Evaluator hold these knobs inside
-# one property each: the Trainer's custom_config (epochs, fine-tune epochs, learning rate, ...)
-# and the Evaluator's eval_config (the accuracy thresholds). Each parameter's default is the
-# compiled value, a JSON string.
-RUNTIME_PARAMETERS = {"trainer_custom_config": ("Trainer", "custom_config"),
-                      "evaluator_eval_config": ("Evaluator", "eval_config")}
+# in place of a whole exec property, so the Trainer and Evaluator (components/run_knobs.py)
+# hold each of these knobs as a property of its own. Each default is the compiled value.
+RUNTIME_PARAMETERS = {
+    **{knob: ("Trainer", knob) for knob in TRAINER_KNOBS},
+    **{knob: ("Evaluator", knob) for knob in GATE_KNOBS},
+}
 
 
 class ExamplesDirError(ValueError):
@@ -158,25 +159,24 @@ def read_class_names(examples_dir: str) -> list[str]:
     return names
 
 
-def add_runtime_parameters(pipeline: Any) -> dict[str, str]:
+def add_runtime_parameters(pipeline: Any) -> dict[str, int | float]:
     """Turns the exec properties of RUNTIME_PARAMETERS into runtime parameters.
 
     Args:
       pipeline: the tfx.dsl.Pipeline from create_pipeline (changed in place).
 
     Returns:
-      Each parameter's default: the exec property's compiled value (a JSON string).
+      Each parameter's default: the exec property's compiled value.
     """
     from tfx.orchestration import data_types
-    from tfx.orchestration.kubeflow.v2 import compiler_utils
 
     nodes = {c.id: c for c in pipeline.components}
+    kinds = {**TRAINER_KNOBS, **GATE_KNOBS}
     defaults = {}
     for name, (node_id, prop) in RUNTIME_PARAMETERS.items():
         properties = nodes[node_id].exec_properties
-        # The string the compiler would have written for the property (JSON for a proto).
-        defaults[name] = compiler_utils.value_converter(properties[prop]).constant.string_value
-        properties[prop] = data_types.RuntimeParameter(name=name, ptype=str,
+        defaults[name] = properties[prop]
+        properties[prop] = data_types.RuntimeParameter(name=name, ptype=kinds[name],
                                                        default=defaults[name])
     return defaults
 

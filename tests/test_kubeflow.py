@@ -6,6 +6,7 @@ Nothing here trains or runs a pipeline: compiling reads labels.txt and no TFReco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -15,12 +16,14 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kfp
 import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
+from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 from tfx.components.infra_validator import executor as infra_validator_executor
 from tfx.dsl.components.base import base_executor
@@ -29,7 +32,9 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.types.artifact import Artifact
 from tfx.utils import import_utils
 
+from components.run_knobs import RunKnobError, evaluator_properties, trainer_properties
 from contract import features
+from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
 from ingestion.beam_options import beam_pipeline_args
 from pipeline import pipeline as definition
 from pipeline import run_kubeflow, run_local
@@ -171,7 +176,8 @@ def test_every_executor_runs_project_code_in_the_image(compiled):
     assert {"components.pusher.IdempotentPusherExecutor",
             "components.anomaly_gate.AnomalyGate_Executor",
             "components.served_baseline.ServedBaseline_Executor",
-            "components.served_baseline.ServedBaselineEvaluatorExecutor"} <= classes
+            "components.run_knobs.TrainerExecutor",
+            "components.run_knobs.EvaluatorExecutor"} <= classes
     check = {SESSION_CHECK: "components.serving_check.ServingCheck_Executor",
              KUBERNETES_CHECK: "components.serving_check.KubeflowInfraValidatorExecutor"}
     assert check[compiled.serving_check] in classes
@@ -246,8 +252,10 @@ def test_trainer_pusher_and_example_gen_carry_the_run_configuration(compiled):
     spec, cfg = compiled.spec, compiled.cfg
     assert parameter(spec, "Trainer", "run_fn") == "trainer.task.run_fn"
     custom = json.loads(parameter(spec, "Trainer", "custom_config"))
-    assert custom[CONFIG_KEY] == cfg.training_config().to_dict() and custom[CLASSES_KEY] == CLASSES
-    assert custom[CONFIG_KEY]["epochs"] == 3 and custom[CONFIG_KEY]["learning_rate"] == 0.002
+    # custom_config holds the training config but the run knobs, which are parameters.
+    training = cfg.training_config().to_dict()
+    assert custom[CONFIG_KEY] == {k: v for k, v in training.items() if k not in TRAINER_KNOBS}
+    assert custom[CLASSES_KEY] == CLASSES
     trainer = next(c for c in compiled.local.components if c.id == "Trainer")
     assert custom == json.loads(trainer.exec_properties["custom_config"])  # all of it, as local
     destination = json.loads(parameter(spec, "Pusher", "push_destination"))
@@ -255,45 +263,77 @@ def test_trainer_pusher_and_example_gen_carry_the_run_configuration(compiled):
     assert parameter(spec, "ImportExampleGen", "input_base") == compiled.examples_dir
 
 
-def test_the_run_knobs_are_runtime_parameters_with_the_compiled_defaults(compiled):
+def test_the_run_knobs_are_typed_runtime_parameters_with_the_compiled_defaults(compiled):
     spec, cfg = compiled.spec, compiled.cfg
     assert spec.schema_version == "2.1.0"  # what kfp 2.x compiles and its backend runs
     root = spec.root.input_definitions.parameters
-    assert set(root) == set(run_kubeflow.RUNTIME_PARAMETERS)
+    assert set(root) == set(run_kubeflow.RUNTIME_PARAMETERS) >= {
+        "epochs", "fine_tune_epochs", "learning_rate", "min_accuracy"}
     local = {c.id: c for c in compiled.local.components}
+    kinds = {**TRAINER_KNOBS, **GATE_KNOBS}
     for name, (task, prop) in run_kubeflow.RUNTIME_PARAMETERS.items():
         assert spec.root.dag.tasks[task].inputs.parameters[prop].component_input_parameter == name
-        assert root[name].parameter_type == kfp_spec.ParameterType.STRING and root[name].is_optional
-        # The default is what the local runner runs with.
-        assert root[name].default_value.string_value == compiler_utils.value_converter(
-            local[task].exec_properties[prop]).constant.string_value
-    training = json.loads(root["trainer_custom_config"].default_value.string_value)[CONFIG_KEY]
-    assert (training["epochs"], training["learning_rate"]) == (3, 0.002)
-    assert training["fine_tune_epochs"] == cfg.fine_tune_epochs
-    eval_config = root["evaluator_eval_config"].default_value.string_value
-    bounds = re.findall(r'"lower_bound": ([\d.]+)', eval_config)  # the accuracy gate
-    assert [float(b) for b in bounds] == [cfg.min_accuracy]
-    # The kfp SDK sees them as optional inputs with these defaults.
+        assert root[name].is_optional
+        assert root[name].parameter_type == {int: kfp_spec.ParameterType.NUMBER_INTEGER,
+                                             float: kfp_spec.ParameterType.NUMBER_DOUBLE}[
+                                                 kinds[name]]
+        # The default is what the local runner runs with, which is the config's value.
+        assert root[name].default_value.number_value == local[task].exec_properties[prop] \
+            == getattr(cfg, name)
+    assert (root["epochs"].default_value.number_value,
+            root["learning_rate"].default_value.number_value) == (3, 0.002)
+    # The kfp SDK sees them as optional typed inputs with these defaults.
     inputs = kfp.components.load_component_from_file(str(compiled.path)).component_spec.inputs
-    assert {k: v.default for k, v in inputs.items()} == {
-        k: v.default_value.string_value for k, v in root.items()}
+    assert {k: (v.type, v.default) for k, v in inputs.items()} == {
+        k: ("Integer" if kinds[k] is int else "Float", getattr(cfg, k)) for k in root}
 
 
-def test_a_runtime_value_reaches_the_trainer_as_its_custom_config(compiled):
-    # What TFX's entry point in the Trainer's pod makes of the parameterValues the Kubeflow
-    # Pipelines 2.x launcher sends: it reads them through the inputs spec that schema 2.1 puts
-    # into the container's arguments (without it, it would read the deprecated `parameters`).
-    (label,) = [k for k in executors(compiled.spec) if k.startswith("Trainer")]
+def properties_in_the_pod(compiled: Compiled, task: str, sent: dict[str, Any]) -> dict[str, Any]:
+    """The exec properties TFX's entry point in a task's pod makes of the parameterValues the
+    Kubeflow Pipelines 2.x launcher sends: it reads them through the inputs spec that schema 2.1
+    puts into the container's arguments (without it, it would read the deprecated
+    `parameters`). Parameters not in `sent` take their compiled constant or default."""
+    (label,) = [k for k in executors(compiled.spec) if k.startswith(task)]
     args = list(executors(compiled.spec)[label].container.args)
     inputs_spec = json_format.Parse(args[args.index("--json_serialized_inputs_spec_args") + 1],
                                     kfp_spec.ComponentInputsSpec())
-    custom = json.loads(parameter(compiled.spec, "Trainer", "custom_config"))
-    custom[CONFIG_KEY] |= {"epochs": 7, "fine_tune_epochs": 2, "learning_rate": 0.01}
-    sent = {"custom_config": struct_pb2.Value(string_value=json.dumps(custom)),
-            "run_fn": struct_pb2.Value(string_value="trainer.task.run_fn")}
-    properties = kubeflow_v2_entrypoint_utils.parse_execution_properties(sent, {}, inputs_spec)
+    values = {}
+    for name, source in compiled.spec.root.dag.tasks[task].inputs.parameters.items():
+        root = source.component_input_parameter
+        if root and root in sent:
+            values[name] = struct_pb2.Value(number_value=sent[root])
+        elif root:
+            values[name] = compiled.spec.root.input_definitions.parameters[root].default_value
+        else:
+            values[name] = source.runtime_value.constant
+    return kubeflow_v2_entrypoint_utils.parse_execution_properties(values, {}, inputs_spec)
+
+
+def test_runtime_values_reach_the_trainers_config_and_the_gate(compiled):
+    sent = {"epochs": 7, "fine_tune_epochs": 2, "learning_rate": 0.01, "min_accuracy": 0.9}
+    properties = trainer_properties(properties_in_the_pod(compiled, "Trainer", sent))
     config = TrainingConfig.from_dict(json.loads(properties["custom_config"])[CONFIG_KEY])
     assert (config.epochs, config.fine_tune_epochs, config.learning_rate) == (7, 2, 0.01)
+    assert config.patience == compiled.cfg.patience  # not sent: the compiled default
+    assert config.to_dict() == dataclasses.replace(
+        compiled.cfg.training_config(), epochs=7, fine_tune_epochs=2, learning_rate=0.01).to_dict()
+    properties = evaluator_properties(properties_in_the_pod(compiled, "Evaluator", sent))
+    eval_config = json_format.Parse(properties["eval_config"], config_pb2.EvalConfig())
+    gates = [(m.config, t.threshold) for spec in eval_config.metrics_specs for m in spec.metrics
+             for t in m.per_slice_thresholds]
+    assert [(json.loads(c)["name"], t.value_threshold.lower_bound.value,
+             t.change_threshold.absolute.value) for c, t in gates] == [
+        ("accuracy", 0.9, -compiled.cfg.max_accuracy_drop)]
+
+
+def test_an_out_of_range_runtime_value_is_a_one_line_error(compiled):
+    properties = properties_in_the_pod(compiled, "Trainer", {"epochs": 0, "learning_rate": 2})
+    with pytest.raises(RunKnobError) as raised:
+        trainer_properties(properties)
+    assert str(raised.value) == ("invalid run parameters: epochs must be >= 1; "
+                                 "learning_rate must be in (0, 1]")
+    with pytest.raises(RunKnobError, match="min_accuracy must be in"):
+        evaluator_properties(properties_in_the_pod(compiled, "Evaluator", {"min_accuracy": 1.5}))
 
 
 def test_pipeline_root_in_yaml_and_json(compiled, tmp_path):
@@ -383,7 +423,7 @@ def test_cli_compiles_a_yaml_spec(tmp_path):
     assert spec.default_pipeline_root == ROOT
     custom = json.loads(parameter(spec, "Trainer", "custom_config"))
     assert custom[CLASSES_KEY] == ["ants", "bees", "wasps"]
-    assert custom[CONFIG_KEY]["epochs"] == 4
+    assert spec.root.input_definitions.parameters["epochs"].default_value.number_value == 4
     assert {e.container.image for e in executors(spec).values() if e.HasField("container")} == {
         IMAGE}
 

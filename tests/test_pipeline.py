@@ -19,7 +19,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
-from contract.knob_ranges import RANGES
+from contract.knobs import RANGES, TRAINER_KNOBS
 from contract.labels import parse_labels
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
@@ -467,7 +467,9 @@ def test_trainer_cache_key_follows_the_trainer_code(tmp_path):
     trainer = next(c for c in pipeline.components if c.id == "Trainer")
     custom = json.loads(trainer.exec_properties["custom_config"])
     assert custom[CODE_FINGERPRINT_KEY] == trainer_code_fingerprint()
-    assert custom["training"] == cfg.training_config().to_dict() and custom["classes"] == ["a", "b"]
+    knobs = {k: trainer.exec_properties[k] for k in TRAINER_KNOBS}  # the run knobs
+    assert custom["training"] | knobs == cfg.training_config().to_dict()
+    assert custom["classes"] == ["a", "b"]
 
 
 def test_anomaly_gate_component_stops_the_run(tmp_path):

@@ -1,11 +1,21 @@
-"""Each numeric knob's valid range, in one table: the pipeline checks its flags against it
-before any work, and the Trainer and Evaluator check the runtime parameters of a compiled
-Kubeflow pipeline against it when a run starts."""
+"""The knobs a compiled pipeline takes at run time, and each numeric knob's valid range.
+
+The pipeline checks its flags against RANGES before any work; the Trainer and Evaluator
+(components/run_knobs.py) check their run knobs against it when they run, since a Kubeflow
+run can set those as runtime parameters."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+
+# The Trainer's run knobs (TrainingConfig fields) and the Evaluator's (its accuracy gate), by
+# type: each is an exec property of its own and a runtime parameter on Kubeflow.
+TRAINER_KNOBS: dict[str, type] = {
+    "epochs": int, "patience": int, "learning_rate": float, "batch_size": int,
+    "fine_tune_epochs": int, "fine_tune_at": int, "fine_tune_lr_factor": float,
+}
+GATE_KNOBS: dict[str, type] = {"min_accuracy": float, "max_accuracy_drop": float}
 
 # knob -> (the rule as users read it, check).
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
