@@ -288,6 +288,30 @@ def test_the_run_knobs_are_typed_runtime_parameters_with_the_compiled_defaults(c
         k: ("Integer" if kinds[k] is int else "Float", getattr(cfg, k)) for k in root}
 
 
+def test_the_kfp_compiler_passes_typed_run_values_and_refuses_mistyped_ones(compiled, tmp_path):
+    # The compiled spec as a component of a kfp pipeline: kfp's own compiler type-checks the
+    # arguments against the parameters' types, as the UI and kfp.Client do.
+    from kfp import compiler, dsl
+    from kfp.dsl.types.type_utils import InconsistentTypeException
+
+    run = kfp.components.load_component_from_file(str(compiled.path))
+
+    @dsl.pipeline(name="one-run")
+    def one_run():
+        run(epochs=5, learning_rate=0.01, min_accuracy=0.95)
+
+    compiler.Compiler().compile(one_run, str(tmp_path / "run.yaml"))
+    wrapper = load_spec(tmp_path / "run.yaml")
+    (task,) = wrapper.root.dag.tasks.values()
+    assert {k: v.runtime_value.constant.number_value for k, v in task.inputs.parameters.items()
+            } == {"epochs": 5, "learning_rate": 0.01, "min_accuracy": 0.95}
+
+    with pytest.raises(InconsistentTypeException, match="'epochs'"):
+        @dsl.pipeline(name="mistyped")  # kfp builds the pipeline when it is defined
+        def mistyped():
+            run(epochs="five")
+
+
 def properties_in_the_pod(compiled: Compiled, task: str, sent: dict[str, Any]) -> dict[str, Any]:
     """The exec properties TFX's entry point in a task's pod makes of the parameterValues the
     Kubeflow Pipelines 2.x launcher sends: it reads them through the inputs spec that schema 2.1
