@@ -65,7 +65,7 @@ def split_knobs(exec_properties: dict[str, Any], knobs: dict[str, type]
       RunKnobError: one line naming every value out of its range.
     """
     values = {name: kind(exec_properties[name]) for name, kind in knobs.items()}
-    problems = range_problems(values, prefix="")
+    problems = range_problems(values, as_flags=False)
     if problems:
         raise RunKnobError("invalid run parameters: " + "; ".join(problems))
     return values, {k: v for k, v in exec_properties.items() if k not in knobs}
@@ -106,27 +106,22 @@ class Trainer(base_component.BaseComponent):
     SPEC_CLASS = TrainerSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(TrainerExecutor)
 
-    def __init__(self, examples: types.BaseChannel, run_fn: str, custom_config: dict[str, Any],
-                 knobs: dict[str, Knob]):
+    def __init__(self, examples: types.BaseChannel, run_fn: str, training: TrainingConfig,
+                 custom_config: dict[str, Any]):
         """The Trainer node.
 
         Args:
           examples: the Examples channel (train and eval splits).
           run_fn: the training function's import path.
-          custom_config: as TFX's Trainer takes it; its CONFIG_KEY entry holds every
-            TrainingConfig field but the knobs.
-          knobs: a value or a RuntimeParameter for each of TRAINER_KNOBS.
-
-        Raises:
-          ValueError: custom_config's training config and the knobs do not make up exactly
-            the TrainingConfig fields.
+          training: the run's training config: TRAINER_KNOBS become exec properties, the
+            other fields custom_config's CONFIG_KEY entry.
+          custom_config: the rest of custom_config, as TFX's Trainer takes it.
         """
-        fields = set(custom_config[CONFIG_KEY]) | set(knobs)
-        if fields != set(TrainingConfig.field_names()) or set(knobs) != set(TRAINER_KNOBS):
-            raise ValueError("custom_config's training config plus the knobs must be the "
-                             "TrainingConfig fields, each once")
+        values = training.to_dict()
+        knobs = {k: values.pop(k) for k in TRAINER_KNOBS}
         spec = TrainerSpec(
-            examples=examples, run_fn=run_fn, custom_config=json_utils.dumps(custom_config),
+            examples=examples, run_fn=run_fn,
+            custom_config=json_utils.dumps({**custom_config, CONFIG_KEY: values}),
             train_args=trainer_pb2.TrainArgs(), eval_args=trainer_pb2.EvalArgs(),
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun), **knobs)

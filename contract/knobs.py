@@ -45,19 +45,28 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
-def range_problems(values: Mapping[str, Any], prefix: str = "--") -> list[str]:
+def flag_name(knob: str) -> str:
+    """The command-line flag of a knob.
+
+    Args:
+      knob: a config field name, e.g. fine_tune_at.
+
+    Returns:
+      The flag, e.g. --fine-tune-at.
+    """
+    return "--" + knob.replace("_", "-")
+
+
+def range_problems(values: Mapping[str, Any], as_flags: bool = True) -> list[str]:
     """The values that break their knob's rule, as "<name> <rule>" phrases.
 
     Args:
       values: knob name -> value; knobs without a range are ignored.
-      prefix: how users name a knob: "--" gives flags (--fine-tune-at); "" gives the
-        runtime parameters' own names (fine_tune_at).
+      as_flags: name the knobs by their flags (--fine-tune-at); else by their own names
+        (fine_tune_at), as runtime parameters are.
 
     Returns:
       One phrase per bad value, in RANGES order; empty when all are valid.
     """
-    def name(knob: str) -> str:
-        return prefix + knob.replace("_", "-") if prefix else knob
-
-    return [f"{name(k)} {rule}" for k, (rule, check) in RANGES.items()
+    return [f"{flag_name(k) if as_flags else k} {rule}" for k, (rule, check) in RANGES.items()
             if k in values and not check(values[k])]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.interface import MODEL_NAME
-from contract.knobs import range_problems
+from contract.knobs import flag_name, range_problems
 from ingestion.settings import DEFAULT_SPLIT
 from trainer.config import TrainingConfig
 
@@ -253,7 +253,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 _RECIPE_KNOBS = frozenset(k for values in RECIPES.values() for k in values)
 
 
-
 def check_writable_dir(path: str, flag: str) -> None:
     """Creates a local output directory and checks that files can be written in it.
 
@@ -287,10 +286,6 @@ def absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 # --help sections: each starts at the named field (fields are in this order above).
 _FLAG_GROUPS = {"data_dir": "data and outputs", "eval_fraction": "ingestion",
                 "base_weights": "model", "batch_size": "training",
@@ -320,7 +315,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = _field_type(f)
         if f.default is not None:
             kwargs["help"] += _default_help(f)
-        group.add_argument(_flag_name(f.name), **kwargs)
+        group.add_argument(flag_name(f.name), **kwargs)
 
 
 def _default_help(f: dataclasses.Field) -> str:

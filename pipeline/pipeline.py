@@ -23,7 +23,7 @@ from components.serving_check import (
 )
 from contract import features
 from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
-from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
+from contract.knobs import GATE_KNOBS
 from pipeline.config import (
     KUBERNETES_CHECK,
     SERVING_CHECKS,
@@ -31,7 +31,7 @@ from pipeline.config import (
     TF_SERVING_IMAGE,
     PipelineConfig,
 )
-from trainer.task import CLASSES_KEY, CONFIG_KEY
+from trainer.task import CLASSES_KEY
 
 RUN_FN = "trainer.task.run_fn"
 CODE_FINGERPRINT_KEY = "code_fingerprint"
@@ -202,14 +202,12 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
 
     # The run knobs are the Trainer's and Evaluator's own parameters (runtime parameters on
     # Kubeflow); custom_config holds the rest of the training config.
-    training = cfg.training_config().to_dict()
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
-        custom_config={CONFIG_KEY: {k: v for k, v in training.items() if k not in TRAINER_KNOBS},
-                       CLASSES_KEY: list(class_names),
-                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()},
-        knobs={k: training[k] for k in TRAINER_KNOBS}).with_id("Trainer")
+        training=cfg.training_config(),
+        custom_config={CLASSES_KEY: list(class_names),
+                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()}).with_id("Trainer")
     trainer.add_upstream_node(anomaly_gate)
 
     baseline_nodes = []
