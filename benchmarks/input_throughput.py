@@ -1,15 +1,22 @@
-"""Is the Trainer input-bound? Fine-tuning steps per second fed from the TFRecords (decoded
-every epoch, as when the data exceeds the cache budget) against the same batches fed from
-memory, side by side in one run.
+"""Is the Trainer input-bound? Fine-tuning steps per second fed as the Trainer feeds phase 2
+and fed by decoding the TFRecords on every pass, against the same batches fed from memory,
+side by side in one run.
 
     scripts/in-env python benchmarks/input_throughput.py --tfrecords DIR/train \
         --base-weights ../shared/weights/<MobileNetV2 alpha 0.5 no-top>.h5 --alpha 0.5 \
         [--image-size 224] [--steps 20] [--rounds 3]
 
-DIR is a conversion folder written by ingestion (outputs/tfrecords/<fingerprint>). Each round
-times --steps phase-2 training steps (base unfrozen from --fine-tune-at) from each source, in
-alternating order, so machine noise hits both alike. Prints the steps/s of each and the ratio
-TFRecords / memory (the target is >= 0.95).
+DIR is a conversion folder written by ingestion (outputs/tfrecords/<fingerprint>). The sources:
+
+* trainer: trainer.data's decoded examples after one full pass, as phase 2 reads them once
+  phase 1's feature pass has filled the in-memory cache (when the images fit its budget);
+* streamed: the same input with the cache off, decoding every batch, as data beyond the
+  budget is fed;
+* memory: the batches decoded beforehand and held as tensors.
+
+Each round times --steps phase-2 training steps (base unfrozen from --fine-tune-at) from each
+source, in rotating order, so machine noise hits all alike. Prints the median steps/s of each
+and the ratios to memory (the target is >= 0.95).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import tensorflow as tf
 
 import contract.keras_env  # noqa: F401
 from pipeline.config import PipelineConfig
-from trainer.data import input_fn
+from trainer.data import batched, decoded_examples, fits_in_cache, input_fn
 from trainer.model import build_model, compile_model, unfreeze_top
 
 
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, required=True)
     parser.add_argument("--image-size", type=int, default=PipelineConfig().image_size)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (each times every source)")
     args = parser.parse_args(argv)
     cfg = PipelineConfig(base_weights=args.base_weights, alpha=args.alpha,
                          image_size=args.image_size).training_config()
@@ -56,21 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     def labelled(ds: tf.data.Dataset) -> tf.data.Dataset:
         return ds.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
 
-    streamed = labelled(input_fn(f"{args.tfrecords}/*", cfg, training=True, cache=False))
+    trainer_examples = decoded_examples(f"{args.tfrecords}/*", cfg)
+    if not fits_in_cache(f"{args.tfrecords}/*", cfg.image_size):
+        parser.error("the split exceeds the decoded-image cache budget; the trainer source "
+                     "would stream: use a smaller split")
+    for _ in batched(trainer_examples, cfg, training=False):  # phase 1's pass fills the cache
+        pass
+    sources = {
+        "trainer": labelled(batched(trainer_examples, cfg, training=True)),
+        "streamed": labelled(input_fn(f"{args.tfrecords}/*", cfg, training=True, cache=False)),
+    }
     # The same batches, decoded once and held in memory.
-    held = list(streamed.take(args.steps + 1))
-    in_memory = tf.data.Dataset.from_tensor_slices(
+    held = list(sources["streamed"].take(args.steps + 1))
+    sources["memory"] = tf.data.Dataset.from_tensor_slices(
         (tf.stack([x for x, _ in held]), tf.stack([y for _, y in held])))
-    rates: dict[str, list[float]] = {"tfrecords": [], "memory": []}
+    names = list(sources)
+    rates: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        order = ("tfrecords", "memory") if round_ % 2 == 0 else ("memory", "tfrecords")
-        for name in order:
-            source = streamed if name == "tfrecords" else in_memory
-            rates[name].append(steps_per_second(model, source, args.steps))
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            rates[name].append(steps_per_second(model, sources[name], args.steps))
             print(f"round {round_ + 1} {name}: {rates[name][-1]:.2f} steps/s", flush=True)
-    tfrecords, memory = (statistics.median(rates[k]) for k in ("tfrecords", "memory"))
-    print(f"\n{args.image_size} px, batch {cfg.batch_size}: TFRecords {tfrecords:.2f} steps/s, "
-          f"memory {memory:.2f} steps/s, ratio {tfrecords / memory:.3f} (target >= 0.95)")
+    median = {name: statistics.median(rates[name]) for name in names}
+    print(f"\n{args.image_size} px, batch {cfg.batch_size}: "
+          + ", ".join(f"{name} {median[name]:.2f} steps/s" for name in names))
+    for name in ("trainer", "streamed"):
+        print(f"ratio {name} / memory: {median[name] / median['memory']:.3f} (target >= 0.95)")
     return 0
 
 

@@ -282,6 +282,7 @@ def step_features(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
     import contract.keras_env  # noqa: F401
+    from trainer.data import decoded_examples
     from trainer.feature_cache import extract_features, views
     from trainer.model import build_model
 
@@ -290,7 +291,8 @@ def step_features(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(2, cfg)
     view_names = views(cfg)
     started = time.monotonic()
-    _, labels = extract_features(model, _split_files(args.conversion, "train"), cfg, view_names)
+    examples = decoded_examples(_split_files(args.conversion, "train"), cfg)  # as the Trainer
+    _, labels = extract_features(model, examples, cfg, view_names)
     seconds = time.monotonic() - started
     return {"seconds": seconds, "images": len(labels) // len(view_names), "views": view_names}
 

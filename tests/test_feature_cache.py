@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from contract.artifacts import HISTORY_FILE
 from tests.conftest import SMALL_ALPHA, SMALL_IMAGE_SIZE, SMALL_WEIGHTS, training_config
-from trainer.data import input_fn
+from trainer.data import batched, decoded_examples, input_fn
 from trainer.feature_cache import extract_features, train_head, views
 from trainer.model import FEATURES_LAYER, build_model, compile_model
 from trainer.task import train_and_export
@@ -33,8 +33,9 @@ def test_views_follow_the_mirror_knob():
 
 def test_cached_features_are_the_models_own_for_each_view(mini_tfrecords):
     model = build_model(2, CONFIG)
-    features, labels = extract_features(model, split(mini_tfrecords, "eval"), CONFIG,
-                                        ["original", "mirrored"])
+    features, labels = extract_features(model, decoded_examples(split(mini_tfrecords, "eval"),
+                                                                CONFIG),
+                                        CONFIG, ["original", "mirrored"])
     pooled = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
     images = np.concatenate([x.numpy() for x, _ in input_fn(split(mini_tfrecords, "eval"),
                                                             CONFIG, training=False)])
@@ -51,8 +52,9 @@ def test_the_head_trained_on_features_is_the_models_head(mini_tfrecords):
     keras.utils.set_random_seed(3)
     model = build_model(2, CONFIG)
     before = model.get_layer("logits").get_weights()[0].copy()
-    record, best_loss = train_head(model, split(mini_tfrecords, "train"),
-                                   split(mini_tfrecords, "eval"), CONFIG, [])
+    record, best_loss = train_head(model, decoded_examples(split(mini_tfrecords, "train"), CONFIG),
+                                   decoded_examples(split(mini_tfrecords, "eval"), CONFIG),
+                                   CONFIG, [])
     epochs_run = len(record["fit"]["loss"])
     assert record["views"] == ["original", "mirrored"] and record["examples"] == 80
     assert 1 <= record["kept_epoch"] <= epochs_run <= CONFIG.epochs
@@ -66,6 +68,20 @@ def test_the_head_trained_on_features_is_the_models_head(mini_tfrecords):
     loss, _ = model.evaluate(eval_ds, verbose=0)
     assert loss == pytest.approx(best_loss, abs=1e-4)
 
+
+
+def test_the_feature_pass_fills_the_image_cache_phase_2_reads(mini_tfrecords, tmp_path):
+    copy = tmp_path / "eval"
+    copy.mkdir()
+    for path in tf.io.gfile.glob(split(mini_tfrecords, "eval")):
+        tf.io.gfile.copy(path, str(copy / path.rsplit("/", 1)[-1]))
+    examples = decoded_examples(f"{copy}/*", CONFIG)
+    _, labels = extract_features(build_model(2, CONFIG), examples, CONFIG, ["original"])
+    for path in copy.iterdir():
+        path.unlink()
+    # Phase 2's shuffled batches come from memory: the files are gone, every example is there.
+    reread = np.concatenate([y.numpy() for _, y in batched(examples, CONFIG, training=True)])
+    assert len(labels) > 0 and sorted(reread) == sorted(labels)
 
 @pytest.mark.slow
 def test_train_and_export_records_the_kept_epochs(mini_tfrecords, tmp_path):

@@ -82,24 +82,24 @@ def fits_in_cache(file_patterns: list[str] | str, image_size: int) -> bool:
     return int(count) <= limit
 
 
-def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig, training: bool,
-             cache: bool = True) -> tf.data.Dataset:
-    """Batches of (float32 images [B, S, S, 3] in [0, 255], int64 labels [B]).
+def decoded_examples(file_patterns: list[str] | str, cfg: TrainingConfig,
+                     cache: bool = True) -> tf.data.Dataset:
+    """(float32 image [S, S, 3] in [0, 255], int64 label) per example, in file order.
 
-    Decoded images are cached in memory after the first epoch when they fit (fits_in_cache);
-    training data is reshuffled every epoch. Augmentation happens inside the model, so the
+    With `cache`, the decoded images are kept in memory by the first full pass when they fit
+    (fits_in_cache), and every later pass over this dataset, or over any dataset built on it
+    (`batched`), reads them from memory. Phase 1's feature pass is such a first pass, so
+    phase 2's epochs do not decode again. Augmentation happens inside the model, so the
     cache holds plain images.
 
     Args:
       file_patterns: TFRecord files of tf.Examples: one glob pattern or a list of them.
-      cfg: the knobs used here: image_size (S), batch_size (B; the last batch may be
-        smaller), shuffle_buffer (examples) and seed.
-      training: shuffle every epoch.
-      cache: keep the decoded images in memory after the first pass, if they fit in
-        CACHE_BUDGET_BYTES; larger data is decoded again every epoch.
+      cfg: the knob used here: image_size (S).
+      cache: keep the decoded images in memory if they fit in CACHE_BUDGET_BYTES; larger
+        data is decoded again on every pass.
 
     Returns:
-      The batched, prefetched dataset.
+      The unbatched dataset.
     """
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One serialized tf.Example -> (float32 image [S, S, 3], int64 label)."""
@@ -112,6 +112,39 @@ def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig, training: bool
                                            deterministic=True)
     if cache and fits_in_cache(file_patterns, cfg.image_size):
         ds = ds.cache()
+    return ds
+
+
+def batched(examples: tf.data.Dataset, cfg: TrainingConfig, training: bool) -> tf.data.Dataset:
+    """Batches of examples, reshuffled every pass when training, prefetched.
+
+    Args:
+      examples: unbatched (image, label) pairs, e.g. from decoded_examples.
+      cfg: the knobs used here: batch_size (B; the last batch may be smaller),
+        shuffle_buffer (examples) and seed.
+      training: shuffle every pass.
+
+    Returns:
+      The batched dataset: (images [B, ...], labels [B]).
+    """
     if training:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-    return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed,
+                                    reshuffle_each_iteration=True)
+    return examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig, training: bool,
+             cache: bool = True) -> tf.data.Dataset:
+    """Batches of (float32 images [B, S, S, 3] in [0, 255], int64 labels [B]): `batched`
+    over `decoded_examples`.
+
+    Args:
+      file_patterns: TFRecord files of tf.Examples: one glob pattern or a list of them.
+      cfg: the knobs used here: image_size, batch_size, shuffle_buffer and seed.
+      training: shuffle every epoch.
+      cache: keep the decoded images in memory after the first pass, if they fit.
+
+    Returns:
+      The batched, prefetched dataset.
+    """
+    return batched(decoded_examples(file_patterns, cfg, cache), cfg, training)

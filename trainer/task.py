@@ -14,7 +14,7 @@ import tensorflow as tf
 from contract.artifacts import HISTORY_FILE
 from trainer.best_epoch import KeepBestEpoch
 from trainer.config import TrainingConfig
-from trainer.data import input_fn
+from trainer.data import batched, decoded_examples
 from trainer.export import export_model
 from trainer.feature_cache import train_head
 from trainer.model import build_model, compile_model, is_binary, unfreeze_top
@@ -57,8 +57,12 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     """
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(len(class_names), cfg)
-    train_ds = input_fn(train_files, cfg, training=True)
-    eval_ds = input_fn(eval_files, cfg, training=False)
+    # Decoded once: phase 1's pass fills the in-memory cache (when the images fit) that
+    # phase 2's epochs then read.
+    train_examples = decoded_examples(train_files, cfg)
+    eval_examples = decoded_examples(eval_files, cfg)
+    train_ds = batched(train_examples, cfg, training=True)
+    eval_ds = batched(eval_examples, cfg, training=False)
     if is_binary(model):
         train_ds, eval_ds = _binary_labels(train_ds), _binary_labels(eval_ds)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
@@ -68,7 +72,8 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     if cfg.cache_features:
         LOG.info("phase 1: head on cached base features, Adam %.2g, up to %d epochs",
                  cfg.learning_rate, cfg.epochs)
-        extra, best_loss = train_head(model, train_files, eval_files, cfg, [tensorboard])
+        extra, best_loss = train_head(model, train_examples, eval_examples, cfg,
+                                      [tensorboard])
         metrics, kept = extra.pop("fit"), extra.pop("kept_epoch")
     else:
         LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
