@@ -31,7 +31,7 @@ import tensorflow as tf
 
 import contract.keras_env  # noqa: F401
 from pipeline.config import PipelineConfig
-from trainer.data import batched, decoded_examples, fits_in_cache, input_fn
+from trainer.data import batched, count_records, decoded_examples, fits_in_cache, input_fn
 from trainer.model import build_model, compile_model, unfreeze_top
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return ds.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
 
     trainer_examples = decoded_examples(f"{args.tfrecords}/*", cfg)
-    if not fits_in_cache(f"{args.tfrecords}/*", cfg.image_size):
+    if not fits_in_cache(count_records(f"{args.tfrecords}/*"), cfg.image_size):
         parser.error("the split exceeds the decoded-image cache budget; the trainer source "
                      "would stream: use a smaller split")
     for _ in batched(trainer_examples, cfg, training=False):  # phase 1's pass fills the cache

@@ -307,7 +307,7 @@ def step_epoch(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     import contract.keras_env  # noqa: F401
-    from trainer.data import fits_in_cache, input_fn
+    from trainer.data import count_records, fits_in_cache, input_fn
     from trainer.model import build_model, compile_model, unfreeze_top
 
     cfg = _training_config(args)
@@ -324,7 +324,7 @@ def step_epoch(args: argparse.Namespace) -> dict[str, Any]:
     images = _count(args.conversion, "train")
     return {"seconds": seconds, "images": images, "steps": -(-images // cfg.batch_size),
             "loss": float(fit.history["loss"][-1]),
-            "cached": bool(fits_in_cache(files, cfg.image_size))}
+            "cached": fits_in_cache(count_records(files), cfg.image_size)}
 
 
 def step_export(args: argparse.Namespace) -> dict[str, Any]:

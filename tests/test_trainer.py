@@ -91,6 +91,7 @@ def test_input_fn_batches(mini_tfrecords):
     ds = input_fn(f"{mini_tfrecords.output_dir}/train/*", CONFIG, training=True)
     batches = list(ds)
     assert [int(x.shape[0]) for x, _ in batches] == [32, 32, 16]
+    assert int(ds.cardinality()) == 3  # known, so Keras counts the first epoch's steps
     images, labels = batches[0]
     assert images.dtype == tf.float32 and images.shape[1:] == (SIZE, SIZE, 3)
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
@@ -125,10 +126,11 @@ def test_decoded_images_are_cached_only_within_the_budget(mini_tfrecords, monkey
 
     files = f"{mini_tfrecords.output_dir}/train/*"  # 80 examples
     per_image = SIZE * SIZE * 3 * 4
+    assert trainer.data.count_records(files) == 80
     monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 80 * per_image)
-    assert trainer.data.fits_in_cache(files, SIZE)
+    assert trainer.data.fits_in_cache(80, SIZE)
     monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 79 * per_image)
-    assert not trainer.data.fits_in_cache(files, SIZE)
+    assert not trainer.data.fits_in_cache(80, SIZE)
     # Either way the batches are the same.
     uncached = [y.numpy() for _, y in input_fn(files, EVAL_CONFIG, training=False)]
     monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 80 * per_image)

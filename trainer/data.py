@@ -63,32 +63,43 @@ def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
 CACHE_BUDGET_BYTES = 2 * 1024**3
 
 
-def fits_in_cache(file_patterns: list[str] | str, image_size: int) -> bool:
-    """Whether the decoded images of these files fit in CACHE_BUDGET_BYTES.
-
-    Counting the records reads the files once, a small cost next to decoding them; without
-    the bound, caching 16 times the tutorial's data at 224 px would hold ~19 GB.
+def count_records(file_patterns: list[str] | str) -> int:
+    """The number of records in the files (one read of them, no parsing).
 
     Args:
-      file_patterns: TFRecord files of tf.Examples.
+      file_patterns: TFRecord files.
+
+    Returns:
+      The record count.
+    """
+    return int(record_dataset(file_patterns).reduce(0, lambda n, _: n + 1))
+
+
+def fits_in_cache(count: int, image_size: int) -> bool:
+    """Whether `count` decoded images fit in CACHE_BUDGET_BYTES.
+
+    Without the bound, caching 16 times the tutorial's data at 224 px would hold ~19 GB.
+
+    Args:
+      count: the number of images.
       image_size: the side the images are resized to.
 
     Returns:
-      True if the records' decoded float32 images take at most the budget.
+      True if their float32 [S, S, 3] images take at most the budget.
     """
-    per_image = image_size * image_size * 3 * 4
-    limit = CACHE_BUDGET_BYTES // per_image
-    count = record_dataset(file_patterns).take(limit + 1).reduce(0, lambda n, _: n + 1)
-    return int(count) <= limit
+    return count * image_size * image_size * 3 * 4 <= CACHE_BUDGET_BYTES
 
 
 def decoded_examples(file_patterns: list[str] | str, cfg: TrainingConfig,
                      cache: bool = True) -> tf.data.Dataset:
     """(float32 image [S, S, 3] in [0, 255], int64 label) per example, in file order.
 
-    With `cache`, the decoded images are kept in memory by the first full pass when they fit
-    (fits_in_cache), and every later pass over this dataset, or over any dataset built on it
-    (`batched`), reads them from memory. Phase 1's feature pass is such a first pass, so
+    The records are counted first (a read of the files, a small cost next to decoding them),
+    so that the dataset's length is known: Keras then shows epoch progress from the first
+    epoch instead of warning that the input ran out of data. With `cache`, the decoded images
+    are kept in memory by the first full pass when they fit (fits_in_cache), and every later
+    pass over this dataset, or over any dataset built on it (`batched`), reads them from
+    memory. Phase 1's feature pass is such a first pass, so
     phase 2's epochs do not decode again. Augmentation happens inside the model, so the
     cache holds plain images.
 
@@ -108,11 +119,12 @@ def decoded_examples(file_patterns: list[str] | str, cfg: TrainingConfig,
         image = decode_and_resize(parsed[features.IMAGE_KEY], cfg.image_size)
         return image, parsed[features.LABEL_KEY]
 
+    count = count_records(file_patterns)
     ds = record_dataset(file_patterns).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True)
-    if cache and fits_in_cache(file_patterns, cfg.image_size):
+    if cache and fits_in_cache(count, cfg.image_size):
         ds = ds.cache()
-    return ds
+    return ds.apply(tf.data.experimental.assert_cardinality(count))
 
 
 def batched(examples: tf.data.Dataset, cfg: TrainingConfig, training: bool) -> tf.data.Dataset:

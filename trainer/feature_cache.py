@@ -114,7 +114,7 @@ def train_head(model: keras.Model, train_examples: tf.data.Dataset,
     evaluation = tf.data.Dataset.from_tensor_slices((x_eval, y_eval)).batch(EVAL_BATCH)
     keep = KeepBestEpoch(cfg.patience)
     fit = head.fit(train.prefetch(tf.data.AUTOTUNE), epochs=cfg.epochs, validation_data=evaluation,
-                   callbacks=[*callbacks, keep], verbose=0)
+                   callbacks=[*callbacks, keep], shuffle=False, verbose=0)  # `train` shuffles
     record = {"views": view_names, "examples": len(y_train) // len(view_names),
               "feature_seconds": round(feature_seconds, 1), "fit": fit.history,
               "kept_epoch": keep.best_epoch}

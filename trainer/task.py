@@ -117,7 +117,7 @@ def _fit(model: keras.Model, optimizer: keras.optimizers.Optimizer, train_ds: tf
     keep = KeepBestEpoch(cfg.patience, start_loss) if cfg.patience else None
     fit = model.fit(train_ds, validation_data=eval_ds, epochs=first_epoch + epochs,
                     initial_epoch=first_epoch, callbacks=[*callbacks, *filter(None, [keep])],
-                    verbose=2)
+                    shuffle=False, verbose=2)  # the dataset reshuffles itself every epoch
     if keep is not None:
         return fit.history, keep.best_epoch, keep.best_loss
     return fit.history, len(fit.history["loss"]), fit.history["val_loss"][-1]
