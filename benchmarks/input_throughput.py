@@ -15,8 +15,11 @@ DIR is a conversion folder written by ingestion (outputs/tfrecords/<fingerprint>
 * memory: the batches decoded beforehand and held as tensors.
 
 Each round times --steps phase-2 training steps (base unfrozen from --fine-tune-at) from each
-source, in rotating order, so machine noise hits all alike. Prints the median steps/s of each
-and the ratios to memory (the target is >= 0.95).
+source, in rotating order, so machine noise hits all alike. Each timing also splits out the
+profile that says why a source is slower: the time the loop waits for the input's next batch
+(an input stall) and the process CPU time per step (training plus the input's own work, e.g.
+decoding, on the same cores). Prints the medians of each source and the ratios to memory (the
+target is >= 0.95).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -35,14 +39,37 @@ from trainer.data import batched, count_records, decoded_examples, fits_in_cache
 from trainer.model import build_model, compile_model, unfreeze_top
 
 
-def steps_per_second(model: keras.Model, batches: tf.data.Dataset, steps: int) -> float:
-    """Times `steps` training steps over the (repeated) dataset, after one warm-up step."""
+@dataclass
+class Timing:
+    """One timed run of training steps from one source."""
+
+    steps_per_second: float
+    wait_ms: float  # per step, waiting for the input's next batch: an input stall
+    cpu_seconds: float  # per step, this process on all cores: training plus the input's work
+
+
+def time_steps(model: keras.Model, batches: tf.data.Dataset, steps: int) -> Timing:
+    """Times `steps` training steps over the (repeated) dataset, after one warm-up step.
+
+    Args:
+      model: the compiled model.
+      batches: (images, labels) batches.
+      steps: how many steps to time.
+
+    Returns:
+      The steps per second, and per step the wait for input and the process CPU time.
+    """
     iterator = iter(batches.repeat())
     model.train_on_batch(*next(iterator))
-    started = time.perf_counter()
+    waited = 0.0
+    cpu_started, started = time.process_time(), time.perf_counter()
     for _ in range(steps):
-        model.train_on_batch(*next(iterator))
-    return steps / (time.perf_counter() - started)
+        asked = time.perf_counter()
+        batch = next(iterator)
+        waited += time.perf_counter() - asked
+        model.train_on_batch(*batch)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return Timing(steps / seconds, 1000 * waited / steps, cpu / steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,19 +100,28 @@ def main(argv: list[str] | None = None) -> int:
         "trainer": labelled(batched(trainer_examples, cfg, training=True)),
         "streamed": labelled(input_fn(f"{args.tfrecords}/*", cfg, training=True, cache=False)),
     }
-    # The same batches, decoded once and held in memory.
-    held = list(sources["streamed"].take(args.steps + 1))
+    # The same kind of batches (full ones, so they stack), decoded once and held in memory.
+    repeated = decoded_examples(f"{args.tfrecords}/*", cfg, cache=False).repeat()
+    held = list(labelled(batched(repeated, cfg, training=True)).take(args.steps + 1))
     sources["memory"] = tf.data.Dataset.from_tensor_slices(
         (tf.stack([x for x, _ in held]), tf.stack([y for _, y in held])))
     names = list(sources)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    timings: dict[str, list[Timing]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            rates[name].append(steps_per_second(model, sources[name], args.steps))
-            print(f"round {round_ + 1} {name}: {rates[name][-1]:.2f} steps/s", flush=True)
-    median = {name: statistics.median(rates[name]) for name in names}
-    print(f"\n{args.image_size} px, batch {cfg.batch_size}: "
-          + ", ".join(f"{name} {median[name]:.2f} steps/s" for name in names))
+            timing = time_steps(model, sources[name], args.steps)
+            timings[name].append(timing)
+            print(f"round {round_ + 1} {name}: {timing.steps_per_second:.2f} steps/s, "
+                  f"input wait {timing.wait_ms:.1f} ms/step, CPU {timing.cpu_seconds:.2f} s/step",
+                  flush=True)
+    print(f"\n{args.image_size} px, batch {cfg.batch_size}, medians of {args.rounds} rounds:")
+    median = {}
+    for name in names:
+        median[name] = statistics.median(t.steps_per_second for t in timings[name])
+        wait = statistics.median(t.wait_ms for t in timings[name])
+        cpu = statistics.median(t.cpu_seconds for t in timings[name])
+        print(f"  {name:9}{median[name]:.2f} steps/s, input wait {wait:.1f} ms/step, "
+              f"CPU {cpu:.2f} s/step")
     for name in ("trainer", "streamed"):
         print(f"ratio {name} / memory: {median[name] / median['memory']:.3f} (target >= 0.95)")
     return 0

@@ -1,0 +1,41 @@
+"""benchmarks/input_throughput.py on the mini set: every source is timed and profiled, and the
+ratios are printed; a split beyond the cache budget is refused in one line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmarks import input_throughput
+from tests.conftest import SMALL_ALPHA, SMALL_IMAGE_SIZE, SMALL_WEIGHTS
+
+pytestmark = pytest.mark.slow  # trains a few steps of the small base
+
+
+def args(mini_tfrecords) -> list[str]:
+    return ["--tfrecords", f"{mini_tfrecords.output_dir}/train", "--base-weights",
+            str(SMALL_WEIGHTS), "--alpha", str(SMALL_ALPHA), "--image-size",
+            str(SMALL_IMAGE_SIZE), "--steps", "2", "--rounds", "3"]
+
+
+def test_each_source_is_timed_with_its_input_wait_and_cpu(mini_tfrecords, capsys):
+    assert input_throughput.main(args(mini_tfrecords)) == 0
+    out = capsys.readouterr().out
+    for name in ("trainer", "streamed", "memory"):
+        rounds = re.findall(rf"round \d {name}: ([\d.]+) steps/s, input wait ([\d.]+) ms/step, "
+                            rf"CPU ([\d.]+) s/step", out)
+        assert len(rounds) == 3 and all(float(rate) > 0 for rate, _, _ in rounds)
+    ratios = re.findall(r"ratio (trainer|streamed) / memory: ([\d.]+)", out)
+    assert [name for name, _ in ratios] == ["trainer", "streamed"]
+    assert all(float(value) > 0 for _, value in ratios)
+
+
+def test_a_split_beyond_the_cache_budget_is_refused(mini_tfrecords, monkeypatch, capsys):
+    import trainer.data
+
+    monkeypatch.setattr(trainer.data, "CACHE_BUDGET_BYTES", 1)
+    with pytest.raises(SystemExit) as exited:
+        input_throughput.main(args(mini_tfrecords))
+    assert exited.value.code == 2
+    assert "exceeds the decoded-image cache budget" in capsys.readouterr().err
