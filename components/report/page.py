@@ -19,6 +19,7 @@ h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:3px 8px}
 th{background:#f3f3f3;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
 td,th{max-width:28em;overflow-wrap:anywhere}
+th{overflow-wrap:normal}
 code,pre{background:#f6f6f6;font-size:.9em} pre{padding:.6em;white-space:pre-wrap;
 overflow-wrap:anywhere}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
