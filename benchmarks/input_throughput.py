@@ -4,7 +4,7 @@ side by side in one run.
 
     scripts/in-env python benchmarks/input_throughput.py --tfrecords DIR/train \
         --base-weights ../shared/weights/<MobileNetV2 alpha 0.5 no-top>.h5 --alpha 0.5 \
-        [--image-size 224] [--steps 20] [--rounds 3]
+        [--image-size 224] [--steps 20] [--rounds 3] [--trace DIR]
 
 DIR is a conversion folder written by ingestion (outputs/tfrecords/<fingerprint>). The sources:
 
@@ -20,11 +20,17 @@ profile that says why a source is slower: the time the loop waits for the input'
 (an input stall) and the process CPU time per step (training plus the input's own work, e.g.
 decoding, on the same cores). Prints the medians of each source and the ratios to memory (the
 target is >= 0.95).
+
+With --trace, --steps more steps of each source are then traced with the TF profiler (the
+traces are written under DIR, for TensorBoard's profile tab), and each trace's host events
+are summed per step: the training loop's IteratorGetNext (its wait for a batch) and the input
+kernels tf.data runs (parse, decode, resize; thread time, on any thread).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import contract.keras_env  # noqa: F401
 from pipeline.config import PipelineConfig
@@ -72,6 +79,64 @@ def time_steps(model: keras.Model, batches: tf.data.Dataset, steps: int) -> Timi
     return Timing(steps / seconds, 1000 * waited / steps, cpu / steps)
 
 
+# Host-trace events (op types) of the input's own work, and of the loop's wait for a batch.
+INPUT_KERNELS = ("ParseExample", "ParseSingleExample", "ExtractJpegShape", "DecodeImage",
+                 "DecodeJpeg", "DecodePng", "DecodeGif", "DecodeBmp", "ResizeBilinear")
+GET_NEXT = "IteratorGetNextOp::DoCompute"
+
+
+def trace_summary(logdir: str, steps: int) -> dict[str, float]:
+    """Per-step milliseconds of the input's events in the newest TF profiler trace under logdir.
+
+    Args:
+      logdir: the folder given to tf.profiler.experimental.start.
+      steps: the number of training steps traced.
+
+    Returns:
+      {"get_next": the loop's IteratorGetNext time, "input_kernels": the thread time of
+      INPUT_KERNELS}, in ms per step.
+    """
+    traces = sorted(tf.io.gfile.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"))
+    space = xplane_pb2.XSpace()
+    with tf.io.gfile.GFile(traces[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    totals: collections.Counter[str] = collections.Counter()
+    for plane in (p for p in space.planes if p.name == "/host:CPU"):
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if name.startswith(GET_NEXT):
+                    totals["get_next"] += event.duration_ps
+                elif name.startswith(INPUT_KERNELS):
+                    totals["input_kernels"] += event.duration_ps
+    return {key: totals[key] / 1e9 / steps for key in ("get_next", "input_kernels")}
+
+
+def traced_steps(model: keras.Model, batches: tf.data.Dataset, steps: int,
+                 logdir: str) -> dict[str, float]:
+    """Runs `steps` training steps under the TF profiler, after one untraced warm-up step.
+
+    Args:
+      model: the compiled model.
+      batches: (images, labels) batches.
+      steps: how many steps to trace.
+      logdir: where the profiler writes the trace.
+
+    Returns:
+      trace_summary of the trace.
+    """
+    iterator = iter(batches.repeat())
+    model.train_on_batch(*next(iterator))
+    tf.profiler.experimental.start(logdir)
+    try:
+        for _ in range(steps):
+            model.train_on_batch(*next(iterator))
+    finally:
+        tf.profiler.experimental.stop()
+    return trace_summary(logdir, steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tfrecords", required=True, help="a split folder of TFRecord files")
@@ -80,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=PipelineConfig().image_size)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="rounds (each times every source)")
+    parser.add_argument("--trace", metavar="DIR",
+                        help="also trace --steps steps of each source with the TF profiler")
     args = parser.parse_args(argv)
     cfg = PipelineConfig(base_weights=args.base_weights, alpha=args.alpha,
                          image_size=args.image_size).training_config()
@@ -124,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU {cpu:.2f} s/step")
     for name in ("trainer", "streamed"):
         print(f"ratio {name} / memory: {median[name] / median['memory']:.3f} (target >= 0.95)")
+    if args.trace:
+        print(f"\nTF profiler, {args.steps} steps of each source (traces under {args.trace}):")
+        for name in names:
+            traced = traced_steps(model, sources[name], args.steps, f"{args.trace}/{name}")
+            print(f"  {name:9}IteratorGetNext {traced['get_next']:.1f} ms/step, input kernels "
+                  f"{traced['input_kernels']:.1f} ms/step (thread time)", flush=True)
     return 0
 
 

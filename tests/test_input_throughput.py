@@ -1,5 +1,6 @@
 """benchmarks/input_throughput.py on the mini set: every source is timed and profiled, and the
-ratios are printed; a split beyond the cache budget is refused in one line."""
+ratios are printed; the TF profiler's trace shows decoding only where the input streams; a
+split beyond the cache budget is refused in one line."""
 
 from __future__ import annotations
 
@@ -29,6 +30,19 @@ def test_each_source_is_timed_with_its_input_wait_and_cpu(mini_tfrecords, capsys
     ratios = re.findall(r"ratio (trainer|streamed) / memory: ([\d.]+)", out)
     assert [name for name, _ in ratios] == ["trainer", "streamed"]
     assert all(float(value) > 0 for _, value in ratios)
+
+
+def test_the_trace_finds_decoding_only_in_the_streamed_input(mini_tfrecords, tmp_path, capsys):
+    # More traced steps than the prefetch buffer holds, so the streamed input must decode.
+    assert input_throughput.main([*args(mini_tfrecords), "--steps", "6", "--rounds", "1",
+                                  "--trace", str(tmp_path)]) == 0
+    traced = dict(re.findall(r"(\w+) +IteratorGetNext [\d.]+ ms/step, input kernels ([\d.]+) "
+                             r"ms/step", capsys.readouterr().out))
+    assert set(traced) == {"trainer", "streamed", "memory"}
+    # Phase 2's input is the cache phase 1 filled: no parse, decode or resize while training.
+    assert float(traced["streamed"]) > 0
+    assert float(traced["trainer"]) == 0 and float(traced["memory"]) == 0
+    assert (tmp_path / "streamed" / "plugins" / "profile").is_dir()
 
 
 def test_a_split_beyond_the_cache_budget_is_refused(mini_tfrecords, monkeypatch, capsys):
