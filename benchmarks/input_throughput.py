@@ -34,6 +34,7 @@ import collections
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
@@ -42,7 +43,14 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import contract.keras_env  # noqa: F401
 from pipeline.config import PipelineConfig
-from trainer.data import batched, count_records, decoded_examples, fits_in_cache, input_fn
+from trainer.data import (
+    batched,
+    binary_labels,
+    count_records,
+    decoded_examples,
+    fits_in_cache,
+    input_fn,
+)
 from trainer.model import build_model, compile_model, unfreeze_top
 
 
@@ -53,6 +61,21 @@ class Timing:
     steps_per_second: float
     wait_ms: float  # per step, waiting for the input's next batch: an input stall
     cpu_seconds: float  # per step, this process on all cores: training plus the input's work
+
+
+def warmed_up(model: keras.Model, batches: tf.data.Dataset) -> Iterator:
+    """An endless iterator over the batches, after one untimed training step from it.
+
+    Args:
+      model: the compiled model.
+      batches: (images, labels) batches.
+
+    Returns:
+      The iterator, past its first batch.
+    """
+    iterator = iter(batches.repeat())
+    model.train_on_batch(*next(iterator))
+    return iterator
 
 
 def time_steps(model: keras.Model, batches: tf.data.Dataset, steps: int) -> Timing:
@@ -66,8 +89,7 @@ def time_steps(model: keras.Model, batches: tf.data.Dataset, steps: int) -> Timi
     Returns:
       The steps per second, and per step the wait for input and the process CPU time.
     """
-    iterator = iter(batches.repeat())
-    model.train_on_batch(*next(iterator))
+    iterator = warmed_up(model, batches)
     waited = 0.0
     cpu_started, started = time.process_time(), time.perf_counter()
     for _ in range(steps):
@@ -126,8 +148,7 @@ def traced_steps(model: keras.Model, batches: tf.data.Dataset, steps: int,
     Returns:
       trace_summary of the trace.
     """
-    iterator = iter(batches.repeat())
-    model.train_on_batch(*next(iterator))
+    iterator = warmed_up(model, batches)
     tf.profiler.experimental.start(logdir)
     try:
         for _ in range(steps):
@@ -154,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     unfreeze_top(model, cfg.fine_tune_at)
     compile_model(model, keras.optimizers.RMSprop(cfg.learning_rate * cfg.fine_tune_lr_factor))
 
-    def labelled(ds: tf.data.Dataset) -> tf.data.Dataset:
-        return ds.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
-
     trainer_examples = decoded_examples(f"{args.tfrecords}/*", cfg)
     if not fits_in_cache(count_records(f"{args.tfrecords}/*"), cfg.image_size):
         parser.error("the split exceeds the decoded-image cache budget; the trainer source "
@@ -164,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     for _ in batched(trainer_examples, cfg, training=False):  # phase 1's pass fills the cache
         pass
     sources = {
-        "trainer": labelled(batched(trainer_examples, cfg, training=True)),
-        "streamed": labelled(input_fn(f"{args.tfrecords}/*", cfg, training=True, cache=False)),
+        "trainer": binary_labels(batched(trainer_examples, cfg, training=True)),
+        "streamed": binary_labels(input_fn(f"{args.tfrecords}/*", cfg, training=True,
+                                           cache=False)),
     }
     # The same kind of batches (full ones, so they stack), decoded once and held in memory.
     repeated = decoded_examples(f"{args.tfrecords}/*", cfg, cache=False).repeat()
-    held = list(labelled(batched(repeated, cfg, training=True)).take(args.steps + 1))
+    held = list(binary_labels(batched(repeated, cfg, training=True)).take(args.steps + 1))
     sources["memory"] = tf.data.Dataset.from_tensor_slices(
         (tf.stack([x for x, _ in held]), tf.stack([y for _, y in held])))
     names = list(sources)

@@ -304,10 +304,9 @@ def step_epoch(args: argparse.Namespace) -> dict[str, Any]:
       seconds, images (train examples), steps, and whether input_fn cached the decoded images.
     """
     import keras
-    import tensorflow as tf
 
     import contract.keras_env  # noqa: F401
-    from trainer.data import count_records, fits_in_cache, input_fn
+    from trainer.data import binary_labels, count_records, fits_in_cache, input_fn
     from trainer.model import build_model, compile_model, unfreeze_top
 
     cfg = _training_config(args)
@@ -317,8 +316,7 @@ def step_epoch(args: argparse.Namespace) -> dict[str, Any]:
     compile_model(model, keras.optimizers.RMSprop(cfg.learning_rate * cfg.fine_tune_lr_factor))
     files = _split_files(args.conversion, "train")
     started = time.monotonic()
-    train = input_fn(files, cfg, training=True).map(
-        lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))  # the binary head's labels
+    train = binary_labels(input_fn(files, cfg, training=True))
     fit = model.fit(train, epochs=1, verbose=0)
     seconds = time.monotonic() - started
     images = _count(args.conversion, "train")

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from contract.artifacts import HISTORY_FILE
 from tests.conftest import SMALL_ALPHA, SMALL_IMAGE_SIZE, SMALL_WEIGHTS, training_config
-from trainer.data import batched, decoded_examples, input_fn
+from trainer.data import batched, binary_labels, decoded_examples, input_fn
 from trainer.feature_cache import extract_features, train_head, views
 from trainer.model import FEATURES_LAYER, build_model, compile_model
 from trainer.task import train_and_export
@@ -63,11 +63,9 @@ def test_the_head_trained_on_features_is_the_models_head(mini_tfrecords):
     assert not np.array_equal(model.get_layer("logits").get_weights()[0], before)
     # The full model over the eval images scores what the kept head epoch scored on features.
     compile_model(model, keras.optimizers.Adam())
-    eval_ds = input_fn(split(mini_tfrecords, "eval"), CONFIG, training=False).map(
-        lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
+    eval_ds = binary_labels(input_fn(split(mini_tfrecords, "eval"), CONFIG, training=False))
     loss, _ = model.evaluate(eval_ds, verbose=0)
     assert loss == pytest.approx(best_loss, abs=1e-4)
-
 
 
 def test_the_feature_pass_fills_the_image_cache_phase_2_reads(mini_tfrecords, tmp_path):
@@ -82,6 +80,7 @@ def test_the_feature_pass_fills_the_image_cache_phase_2_reads(mini_tfrecords, tm
     # Phase 2's shuffled batches come from memory: the files are gone, every example is there.
     reread = np.concatenate([y.numpy() for _, y in batched(examples, CONFIG, training=True)])
     assert len(labels) > 0 and sorted(reread) == sorted(labels)
+
 
 @pytest.mark.slow
 def test_train_and_export_records_the_kept_epochs(mini_tfrecords, tmp_path):

@@ -99,9 +99,8 @@ def decoded_examples(file_patterns: list[str] | str, cfg: TrainingConfig,
     epoch instead of warning that the input ran out of data. With `cache`, the decoded images
     are kept in memory by the first full pass when they fit (fits_in_cache), and every later
     pass over this dataset, or over any dataset built on it (`batched`), reads them from
-    memory. Phase 1's feature pass is such a first pass, so
-    phase 2's epochs do not decode again. Augmentation happens inside the model, so the
-    cache holds plain images.
+    memory. Phase 1's feature pass is such a first pass, so phase 2's epochs do not decode
+    again. Augmentation happens inside the model, so the cache holds plain images.
 
     Args:
       file_patterns: TFRecord files of tf.Examples: one glob pattern or a list of them.
@@ -143,6 +142,18 @@ def batched(examples: tf.data.Dataset, cfg: TrainingConfig, training: bool) -> t
         examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed,
                                     reshuffle_each_iteration=True)
     return examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def binary_labels(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """The batches with their labels as the binary head's targets.
+
+    Args:
+      batches: (images, int64 labels [B]) batches.
+
+    Returns:
+      (images, float32 labels [B, 1]) batches.
+    """
+    return batches.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
 
 
 def input_fn(file_patterns: list[str] | str, cfg: TrainingConfig, training: bool,

@@ -14,7 +14,7 @@ import tensorflow as tf
 from contract.artifacts import HISTORY_FILE
 from trainer.best_epoch import KeepBestEpoch
 from trainer.config import TrainingConfig
-from trainer.data import batched, decoded_examples
+from trainer.data import batched, binary_labels, decoded_examples
 from trainer.export import export_model
 from trainer.feature_cache import train_head
 from trainer.model import build_model, compile_model, is_binary, unfreeze_top
@@ -23,10 +23,6 @@ from trainer.warmup import read_encoded_images, write_warmup_requests
 LOG = logging.getLogger("trainer")
 CONFIG_KEY = "training"
 CLASSES_KEY = "classes"
-
-
-def _binary_labels(ds: tf.data.Dataset) -> tf.data.Dataset:
-    return ds.map(lambda x, y: (x, tf.cast(y, tf.float32)[:, None]))
 
 
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
@@ -64,7 +60,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     train_ds = batched(train_examples, cfg, training=True)
     eval_ds = batched(eval_examples, cfg, training=False)
     if is_binary(model):
-        train_ds, eval_ds = _binary_labels(train_ds), _binary_labels(eval_ds)
+        train_ds, eval_ds = binary_labels(train_ds), binary_labels(eval_ds)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
     history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
 
