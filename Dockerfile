@@ -78,7 +78,7 @@ RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash tfx \
 COPY . /opt/project/
 RUN pip install --quiet --no-cache-dir --no-deps --no-build-isolation --no-index -e /opt/project \
     && install -d -m 1777 /opt/project/outputs \
-    && python -c "import pipeline.pipeline, pipeline.run_kubeflow, components.pusher, trainer.task"
+    && python -c "import pipeline.definition, pipeline.run_kubeflow, components.pusher, trainer.task"
 
 # Numeric, so that Kubernetes' runAsNonRoot (Kubeflow Pipelines sets it) can verify it.
 USER 1000:1000

@@ -1,24 +1,25 @@
-"""The tutorial recipe in plain Keras against the pipeline's Trainer (seed and default recipes),
+"""The tutorial recipe in plain Keras against the pipeline's Trainer (tutorial and default recipes),
 on the same photos, weights and splits, side by side in one run.
 
     scripts/in-env python benchmarks/recipe_parity.py \
         --data-dir ../shared/data/cats_vs_dogs \
         --base-weights ../shared/weights/<MobileNetV2 alpha 0.5 no-top>.h5 --alpha 0.5 \
-        [--runs plain,seed,default] [--json results.json]
+        [--runs plain,tutorial,default] [--json results.json]
 
 1. The image folder is converted once, as the pipeline's ingestion does (train / eval / test).
 2. plain: "Transfer learning and fine-tuning" as written, in plain Keras: image_dataset_from_
    directory at 160 px over a folder tree of the same split (symlinks), 10 epochs at Adam 1e-4
    with the base frozen, then 10 at RMSprop 1e-5 from layer 100; the last epoch is kept.
-3. seed / default: the pipeline's Trainer (trainer.task.train_and_export, what the TFX Trainer
-   runs) with `--recipe seed` and the default recipe, on the converted TFRecords. Its exported
+3. tutorial / default: the pipeline's Trainer (trainer.task.train_and_export, what the TFX Trainer
+   runs) with `--recipe tutorial` and the default recipe, on the converted TFRecords. Its exported
    SavedModel (what the Pusher pushes) is scored through its serving signature.
 
 Prints, per run: validation (eval split) and test accuracy, the test confusion matrix, each
 phase's wall time, the Trainer's total wall and CPU time (export included for the pipeline
-runs); then the ratios pipeline-seed / plain and default / seed, and a markdown table for the
-README. CPU time (user + system of this process) is the fairer ratio on a shared machine:
-other work slows one run's wall clock more than another's, but adds little CPU time to it.
+runs); then the ratios pipeline-tutorial / plain and default / tutorial, and a markdown table
+for benchmarks/RESULTS.md. CPU time (user + system of this process) is the fairer ratio on a
+shared machine: other work slows one run's wall clock more than another's, but adds little CPU
+time to it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from pipeline.config import (
 )
 from trainer.data import feature_spec, record_dataset
 
-RUNS = ("plain", "seed", "default")
+RUNS = ("plain", "tutorial", "default")
 
 
 def converted(data_dir: str, work: Path) -> Path:
@@ -215,8 +216,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def ratios(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
-    for a, b, what in (("seed", "plain", "pipeline seed / plain Keras"),
-                       ("default", "seed", "default recipe / seed recipe"),
+    for a, b, what in (("tutorial", "plain", "pipeline tutorial / plain Keras"),
+                       ("default", "tutorial", "default recipe / tutorial recipe"),
                        ("default", "plain", "default recipe / plain Keras")):
         if a in results and b in results:
             ra, rb = results[a], results[b]

@@ -363,7 +363,7 @@ def step_evaluator(args: argparse.Namespace) -> dict[str, Any]:
     from contract.labels import LABELS_FILE, parse_labels
     from ingestion.beam_options import beam_pipeline_args
     from pipeline.config import PipelineConfig
-    from pipeline.pipeline import eval_config
+    from pipeline.definition import eval_config
 
     cfg = PipelineConfig(base_weights=args.base_weights, alpha=args.alpha)
     classes = parse_labels(Path(args.conversion, LABELS_FILE).read_text())

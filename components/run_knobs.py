@@ -100,7 +100,7 @@ class TrainerExecutor(trainer_executor.GenericExecutor):
         super().Do(input_dict, output_dict, trainer_properties(exec_properties))
 
 
-class Trainer(base_component.BaseComponent):
+class TrainerWithRunKnobs(base_component.BaseComponent):
     """TFX's Trainer (a run_fn over Examples), with TRAINER_KNOBS as exec properties."""
 
     SPEC_CLASS = TrainerSpec
@@ -189,7 +189,7 @@ class EvaluatorExecutor(ServedBaselineEvaluatorExecutor):
         super().Do(input_dict, output_dict, evaluator_properties(exec_properties))
 
 
-class Evaluator(base_component.BaseComponent):
+class EvaluatorWithRunKnobs(base_component.BaseComponent):
     """TFX's Evaluator with the served baseline (see served_baseline.py) and GATE_KNOBS as exec
     properties."""
 

@@ -1,4 +1,5 @@
-"""`python -m ingestion`: convert an image folder (e.g. as a standalone Beam job on Dataflow)."""
+"""`tfx-image-transfer-ingest` as a module: convert an image folder (e.g. as a standalone Beam
+job on Dataflow)."""
 
 import sys
 

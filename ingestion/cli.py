@@ -1,5 +1,5 @@
-"""`python -m ingestion` (`tfx-image-transfer-ingest`): convert an image folder, e.g. as a
-standalone Beam job on Dataflow."""
+"""`tfx-image-transfer-ingest`: convert an image folder, e.g. as a standalone Beam job on
+Dataflow."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one configuration of a pipeline run: every knob, with the default recipe's values.
 
 Both runners build a `PipelineConfig` from the same flag definitions (`add_flags` /
-`config_from_args`), so no knob is declared twice. `--recipe seed` swaps in the tutorial's
+`config_from_args`), so no knob is declared twice. `--recipe tutorial` swaps in the tutorial's
 values for the knobs it sets (RECIPES); flags given explicitly still win.
 """
 
@@ -97,9 +97,9 @@ class PipelineConfig:
     recipe: str = _knob(
         "default",
         "default: the head trained to convergence on cached base features at 224 px, then a "
-        "short fine-tune keeping its best epoch; seed: the TensorFlow tutorial's recipe as "
+        "short fine-tune keeping its best epoch; tutorial: the TensorFlow tutorial's recipe as "
         "written (160 px, 10 + 10 epochs, last epoch kept).",
-        choices=("default", "seed"),
+        choices=("default", "tutorial"),
     )
 
     # Model
@@ -244,10 +244,10 @@ class PipelineConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     # The TensorFlow "Transfer learning and fine-tuning" tutorial, as written.
-    "seed": {"image_size": TUTORIAL_IMAGE_SIZE, "cache_features": False,
-             "epochs": TUTORIAL_EPOCHS, "learning_rate": TUTORIAL_LEARNING_RATE, "patience": 0,
-             "fine_tune_epochs": TUTORIAL_FINE_TUNE_EPOCHS,
-             "fine_tune_lr_factor": TUTORIAL_FINE_TUNE_LR_FACTOR},
+    "tutorial": {"image_size": TUTORIAL_IMAGE_SIZE, "cache_features": False,
+                 "epochs": TUTORIAL_EPOCHS, "learning_rate": TUTORIAL_LEARNING_RATE,
+                 "patience": 0, "fine_tune_epochs": TUTORIAL_FINE_TUNE_EPOCHS,
+                 "fine_tune_lr_factor": TUTORIAL_FINE_TUNE_LR_FACTOR},
 }
 # Knobs some recipe sets: their flags default to "the recipe's value".
 _RECIPE_KNOBS = frozenset(k for values in RECIPES.values() for k in values)

@@ -4,7 +4,7 @@
         --examples-dir gs://BUCKET/tfrecords/<fingerprint> \
         --pipeline-root gs://BUCKET/pipeline_root --serving-dir gs://BUCKET/serving
 
-(`python -m pipeline.run_kubeflow` is the same command.) The pipeline is the same
+(`python pipeline/run_kubeflow.py` is the same command.) The pipeline is the same
 `create_pipeline` that run_local.py runs, with the same flags for every
 knob; each component runs in the --image container (see the Dockerfile).
 """
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
       The parser; arguments it does not know are Beam's (parse_known_args).
     """
     parser = argparse.ArgumentParser(
+        prog="tfx-image-transfer-kubeflow",
         description="Compile the TFX pipeline for Kubeflow Pipelines and optionally start a run. "
                     "Arguments not listed here go to the Beam job that converts --data-dir.")
     add_flags(parser)
@@ -207,7 +208,7 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     from tfx import v1 as tfx
 
     from ingestion.beam_options import beam_pipeline_args
-    from pipeline import pipeline as definition
+    from pipeline import definition
 
     pipeline_root = pipeline_root or cfg.pipeline_root
     pipeline = definition.create_pipeline(

@@ -3,7 +3,7 @@
     tfx-image-transfer --data-dir ../shared/data/cats_vs_dogs \
         --base-weights ../shared/weights/<file>.h5 --alpha 0.5
 
-(`python -m pipeline.run_local` is the same command.)
+(`python pipeline/run_local.py`, as in TFX's examples, is the same command.)
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def run(cfg: PipelineConfig) -> dict:
     from components.served_baseline import check_baseline
     from ingestion.beam_options import beam_pipeline_args
     from pipeline.data_source import ingest, resolve_data_dir
-    from pipeline.pipeline import create_pipeline
+    from pipeline.definition import create_pipeline
     from pipeline.summary import collect_summary, describe_failure
     from trainer.model import build_base
 

@@ -209,5 +209,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m serving.cli
+if __name__ == "__main__":
     sys.exit(main())

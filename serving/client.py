@@ -7,7 +7,7 @@
 
 Images are sent as raw encoded bytes, several in one batched request; the model decodes them.
 Failures raise serving.errors.ServingError subclasses (NotFound, InvalidArgument, Unavailable,
-DeadlineExceeded, RequestTooLarge, ...). The command line is `python -m serving.client`.
+DeadlineExceeded, RequestTooLarge, ...). The command line is `tfx-image-transfer-client`.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def test_client_errors(kind, server, images):
 # --- the command line ------------------------------------------------------------------------
 
 def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    """The tfx-image-transfer-client command (python -m serving.cli), as a user runs it."""
+    """The tfx-image-transfer-client command, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "serving.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -36,8 +36,7 @@ from components.run_knobs import RunKnobError, evaluator_properties, trainer_pro
 from contract import features
 from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
 from ingestion.beam_options import beam_pipeline_args
-from pipeline import pipeline as definition
-from pipeline import run_kubeflow, run_local
+from pipeline import definition, run_kubeflow, run_local
 from pipeline.config import (
     KUBERNETES_CHECK,
     SERVING_CHECKS,

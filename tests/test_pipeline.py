@@ -22,7 +22,7 @@ from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.knobs import RANGES, TRAINER_KNOBS
 from contract.labels import parse_labels
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline, eval_config, serving_check_fingerprint
+from pipeline.definition import create_pipeline, eval_config, serving_check_fingerprint
 from pipeline.summary import format_summary, serving_check_entry
 from serving.server.loader import load_like_tf_serving
 from tests.conftest import (
@@ -460,7 +460,7 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
 
 
 def test_trainer_cache_key_follows_the_trainer_code(tmp_path):
-    from pipeline.pipeline import CODE_FINGERPRINT_KEY, trainer_code_fingerprint
+    from pipeline.definition import CODE_FINGERPRINT_KEY, trainer_code_fingerprint
 
     cfg = PipelineConfig(output_dir=str(tmp_path))
     pipeline = create_pipeline(cfg, str(tmp_path), ["a", "b"])

@@ -1,4 +1,4 @@
-"""--recipe: the default recipe, the tutorial's (seed) one flag away, explicit flags winning."""
+"""--recipe: the default recipe, the tutorial's one flag away, explicit flags winning."""
 
 from __future__ import annotations
 
@@ -31,19 +31,19 @@ def test_the_default_recipe_is_the_field_defaults():
     assert cfg.image_size == WEIGHTS_IMAGE_SIZE and cfg.cache_features and cfg.patience > 0
 
 
-def test_seed_is_the_tutorial_recipe_as_written():
-    cfg = parse("--recipe", "seed")
+def test_tutorial_is_the_tutorial_recipe_as_written():
+    cfg = parse("--recipe", "tutorial")
     tutorial = cfg.training_config()
     assert (tutorial.image_size, tutorial.epochs, tutorial.fine_tune_epochs) == (
         TUTORIAL_IMAGE_SIZE, TUTORIAL_EPOCHS, TUTORIAL_FINE_TUNE_EPOCHS)
     assert tutorial.learning_rate == TUTORIAL_LEARNING_RATE
     assert tutorial.learning_rate * tutorial.fine_tune_lr_factor == pytest.approx(1e-5)
     assert not tutorial.cache_features and tutorial.patience == 0
-    assert cfg == PipelineConfig.for_recipe("seed")
+    assert cfg == PipelineConfig.for_recipe("tutorial")
 
 
 def test_explicit_flags_win_over_the_recipe():
-    cfg = parse("--recipe", "seed", "--image-size", "224", "--patience", "3",
+    cfg = parse("--recipe", "tutorial", "--image-size", "224", "--patience", "3",
                 "--cache-features")
     assert (cfg.image_size, cfg.patience, cfg.cache_features) == (224, 3, True)
     assert cfg.epochs == TUTORIAL_EPOCHS  # not given: the recipe's
@@ -64,4 +64,4 @@ def test_help_shows_both_recipes_defaults(capsys):
     add_flags(parser)
     parser.print_help()
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default: {WEIGHTS_IMAGE_SIZE}; --recipe seed: {TUTORIAL_IMAGE_SIZE})" in text
+    assert f"(default: {WEIGHTS_IMAGE_SIZE}; --recipe tutorial: {TUTORIAL_IMAGE_SIZE})" in text

@@ -230,7 +230,7 @@ class FakeCoreV1:
 
 def run_kubernetes_validator(executor_class, model, examples, tmp_path):
     from pipeline.config import KUBERNETES_CHECK, PipelineConfig
-    from pipeline.pipeline import create_pipeline
+    from pipeline.definition import create_pipeline
 
     pipeline = create_pipeline(PipelineConfig(output_dir=str(tmp_path / "out")),
                                str(tmp_path), ["cats", "dogs"], serving_check=KUBERNETES_CHECK)
@@ -292,7 +292,7 @@ def test_a_pipeline_run_pushes_nothing_the_check_refused_and_its_summary_says_wh
 
     from ingestion.convert import IngestResult
     from pipeline.config import SESSION_CHECK, PipelineConfig
-    from pipeline.pipeline import serving_check_component
+    from pipeline.definition import serving_check_component
     from pipeline.summary import collect_summary, format_summary
 
     cfg = PipelineConfig(output_dir=str(tmp_path / "out"))

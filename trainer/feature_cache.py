@@ -1,8 +1,8 @@
 """Phase 1 on cached features: the frozen base runs once per image and view, then the head
 trains on those features until the eval loss stops improving.
 
-With the base frozen and its BatchNormalization in inference mode, phase 1 of the seed recipe
-computes the same base features every epoch; only the head changes. Computing them once turns
+With the base frozen and its BatchNormalization in inference mode, phase 1 of the tutorial
+recipe computes the same base features every epoch; only the head changes. Computing them once turns
 each head epoch into a small dense-layer pass, so the head can train to convergence in a
 fraction of the time. Augmentation becomes a fixed set of views: the image and, with
 mirror_features, its mirror. Each view costs one base pass per image, and neither the mirror

@@ -1,4 +1,4 @@
-"""The seed model: MobileNetV2 base under a new head, and the phase-2 unfreeze."""
+"""The model: MobileNetV2 base under a new head, and the phase-2 unfreeze."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ HEAD_LAYERS = ("dropout", "logits")  # the layers on top of FEATURES_LAYER, in o
 class InferenceMode(keras.layers.Layer):
     """Calls the wrapped model with training=False, whatever the outer call says.
 
-    The seed writes `base_model(x, training=False)` so that BatchNormalization keeps its
+    The tutorial writes `base_model(x, training=False)` so that BatchNormalization keeps its
     ImageNet moving statistics while the top of the base fine-tunes. In a Keras 3 functional
     model that argument is overridden by the outer `training` flag, so the wrapper enforces it.
     """

@@ -32,7 +32,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir, and
     returns the history.
 
-    Phase 1 trains the head on cached base features (cfg.cache_features) or, as the seed
+    Phase 1 trains the head on cached base features (cfg.cache_features) or, as the tutorial
     recipe does, end to end over the images. With cfg.patience, each phase stops once the
     eval loss has not improved for that many epochs and keeps its best epoch; phase 2 keeps
     phase 1's weights when no fine-tuning epoch beats them.
@@ -106,7 +106,7 @@ def _fit(model: keras.Model, optimizer: keras.optimizers.Optimizer, train_ds: tf
          ) -> tuple[dict[str, list[float]], int, float | None]:
     """One phase over the images: (per-epoch metrics, kept epoch, its eval loss).
 
-    Without cfg.patience (the seed recipe) every epoch runs and the last is kept; start_loss
+    Without cfg.patience (the tutorial recipe) every epoch runs and the last is kept; start_loss
     is the eval loss of the weights the phase starts from, which then compete as epoch 0.
     """
     compile_model(model, optimizer)

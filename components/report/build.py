@@ -120,7 +120,7 @@ def serving_numbers(pushed: dict[str, Any], signature: dict[str, Any], example_p
                        f"{out['version']}:predict -d \"{{\\\"signature_name\\\": "
                        f"\\\"{signature['name']}\\\", \\\"instances\\\": [{{\\\"b64\\\": "
                        f"\\\"$(base64 -w0 {image})\\\"}}]}}\"")
-        out["client"] = (f"python -m serving.cli predict --grpc localhost:{GRPC_PORT} "
+        out["client"] = (f"tfx-image-transfer-client predict --grpc localhost:{GRPC_PORT} "
                          f"--model {shlex.quote(name)} --version {out['version']} {image}")
     return out
 

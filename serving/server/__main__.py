@@ -1,4 +1,4 @@
-"""`python -m serving.server`, the same as `tfx-image-transfer-server --model-base-path DIR`."""
+"""`tfx-image-transfer-server` as a module (the tests start it with `python -m serving.server`)."""
 
 import sys
 

@@ -1,6 +1,5 @@
 """The local server: the core behind a gRPC server and a REST server, started and stopped
-together, and its command line (`tfx-image-transfer-server`, or `python -m serving.server`;
-tests run it in-process).
+together, and its command line (`tfx-image-transfer-server`; tests also run it in-process).
 
 Flags follow tensorflow_model_server's where it has them: --grpc-port (--port), --rest-port
 (--rest_api_port), --model-name, --model-base-path, --model-config-file (version policy and

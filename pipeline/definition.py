@@ -13,7 +13,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
-from components.run_knobs import GATED_METRIC, Evaluator, Trainer
+from components.run_knobs import GATED_METRIC, EvaluatorWithRunKnobs, TrainerWithRunKnobs
 from components.served_baseline import ServedBaseline, served_snapshot
 from components.serving_check import (
     CHECK_EXAMPLES,
@@ -202,7 +202,7 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
 
     # The run knobs are the Trainer's and Evaluator's own parameters (runtime parameters on
     # Kubeflow); custom_config holds the rest of the training config.
-    trainer = Trainer(
+    trainer = TrainerWithRunKnobs(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         training=cfg.training_config(),
@@ -219,7 +219,7 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
             allow_no_baseline=int(cfg.allow_no_baseline),
             snapshot=served_snapshot(cfg.serving_model_dir)).with_id("ServedBaseline"))
     # Without a baseline the Evaluator drops the change threshold and gates on accuracy alone.
-    evaluator = Evaluator(
+    evaluator = EvaluatorWithRunKnobs(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_nodes[0].outputs["baseline"] if baseline_nodes else None,
