@@ -9,7 +9,7 @@ IMAGE ?= tfx-image-transfer:local
 
 help:
 	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (tfx-image-transfer, pipeline/run_local.py)"
-	@echo "make test [PYTEST_ARGS=...]          the test suite (offline, on ../shared mini data)"
+	@echo "make test [PYTEST_ARGS=...]          the test suite (on ../shared, else data downloaded once)"
 	@echo "make test-fast                       the unit tests only: no pipeline run, no model export"
 	@echo "make lint                            ruff"
 	@echo "make env                             build the environment only"

@@ -1,4 +1,4 @@
-"""Shared fixtures: the mini data set and offline weights from ../shared, and converted data."""
+"""Shared fixtures: the mini data set and weights (../shared, else downloaded), converted data."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 import contract.keras_env  # noqa: F401  (before TensorFlow loads, as in every package)
 from contract.interface import MODEL_NAME
+from tests.downloaded_data import DataUnavailable, configured_shared, resolve_shared
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -25,7 +26,11 @@ if TYPE_CHECKING:
     from trainer.config import TrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
+# A failure is reported once the session starts (pytest_sessionstart), as a usage error.
+try:
+    SHARED, _DATA_ERROR = resolve_shared(), None
+except DataUnavailable as error:
+    SHARED, _DATA_ERROR = configured_shared(), str(error)
 MINI = SHARED / "data" / "cats_vs_dogs_mini"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
 ALPHA = 0.5
@@ -48,10 +53,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_report_header() -> str:
+    """Names the test data's folder (../shared, or the download cache) in pytest's header."""
+    return f"test data: {SHARED}"
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    missing = [p for p in (MINI, WEIGHTS, SMALL_WEIGHTS) if not p.exists()]
-    if missing:
-        raise pytest.UsageError(f"test data missing: {missing} (set TFX_IMAGE_TRANSFER_SHARED)")
+    if _DATA_ERROR:
+        raise pytest.UsageError(_DATA_ERROR)
 
 
 def training_config(**overrides: Any) -> TrainingConfig:
