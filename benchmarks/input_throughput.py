@@ -18,8 +18,8 @@ Each round times --steps phase-2 training steps (base unfrozen from --fine-tune-
 source, in rotating order, so machine noise hits all alike. Each timing also splits out the
 profile that says why a source is slower: the time the loop waits for the input's next batch
 (an input stall) and the process CPU time per step (training plus the input's own work, e.g.
-decoding, on the same cores). Prints the medians of each source and the ratios to memory (the
-target is >= 0.95).
+decoding, on the same cores). Prints the medians of each source and the ratios to memory (at 0.95
+or more, the input keeps up with training).
 
 With --trace, --steps more steps of each source are then traced with the TF profiler (the
 traces are written under DIR, for TensorBoard's profile tab), and each trace's host events
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:9}{median[name]:.2f} steps/s, input wait {wait:.1f} ms/step, "
               f"CPU {cpu:.2f} s/step")
     for name in ("trainer", "streamed"):
-        print(f"ratio {name} / memory: {median[name] / median['memory']:.3f} (target >= 0.95)")
+        print(f"ratio {name} / memory: {median[name] / median['memory']:.3f} "
+              "(the input keeps up at >= 0.95)")
     if args.trace:
         print(f"\nTF profiler, {args.steps} steps of each source (traces under {args.trace}):")
         for name in names:

@@ -176,7 +176,7 @@ def test_ten_classes_with_long_names_stay_readable(tmp_path):
     ten = Image.open(io.BytesIO(figures["confusion_matrix"]))
     assert ten.width >= 2 * two.width * 0.9 and ten.height > 600
     assert plots.wrap(TEN[1]).count("\n") >= 2 and max(map(len, plots.wrap(TEN[1]).split())) <= 16
-    # Sections in the order, after the verdict.
+    # Sections in the page's documented order, after the verdict.
     order = [text.index(f"id='{s}'") for s in ("verdict", "data", "training", "evaluation",
                                                  "serving", "timing")]
     assert order == sorted(order)

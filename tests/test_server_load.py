@@ -1,4 +1,4 @@
-"""The local server under load and abuse (issue 12, item 5), marker `load` (`make test` runs it).
+"""The local server under load and abuse, marker `load` (`make test` runs it).
 
 16 clients for 60 s send a mix of good requests and every kind of bad one over REST and gRPC to
 a server in its own process. Every request must be answered; a good one as the model answers
