@@ -5,7 +5,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 IMAGE ?= tfx-image-transfer:local
 
-.PHONY: run test test-fast lint env help image image-test
+.PHONY: run test test-fast lint env help image image-test kubeflow-test
 
 help:
 	@echo "make run [ARGS='--data-dir DIR ...']  train, evaluate and push (tfx-image-transfer, pipeline/run_local.py)"
@@ -15,6 +15,7 @@ help:
 	@echo "make env                             build the environment only"
 	@echo "make image [IMAGE=REGISTRY/NAME:TAG]  build the Kubeflow components' image (docker or podman)"
 	@echo "make image-test [IMAGE=...]          run the built image as Kubeflow would (skipped without an engine)"
+	@echo "make kubeflow-test [IMAGE=...]       run the compiled pipeline with kfp's local runner in the image"
 
 env:
 	$(IN_ENV) python -c "import tfx, tensorflow, keras; print('tfx', tfx.__version__, 'tf', tensorflow.__version__, 'keras', keras.__version__)"
@@ -37,3 +38,6 @@ image:
 
 image-test:
 	scripts/image test $(IMAGE)
+
+kubeflow-test:
+	scripts/image kubeflow-test $(IMAGE)
