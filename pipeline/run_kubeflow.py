@@ -29,6 +29,8 @@ from pipeline.config import (
 )
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Every step's container command: TFX's Kubeflow V2 entry point at the launcher's local paths.
+ENTRY_POINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 # Object stores the open-source Kubeflow Pipelines backend takes as a pipeline root; of these,
 # the components can write only the ones TensorFlow has a file system for (gs:// in TF 2.21).
 KFP_ROOT_SCHEMES = ("gs", "s3", "minio")
@@ -217,7 +219,7 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     defaults = add_runtime_parameters(pipeline)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image, use_pipeline_spec_2_1=True))
+            default_image=image, default_commands=ENTRY_POINT, use_pipeline_spec_2_1=True))
     job = runner.run(pipeline, parameter_values=defaults, write_out=False)
     # The runner puts the root and the parameters' values only into the PipelineJob's
     # runtimeConfig, which the YAML output drops; defaultPipelineRoot and each parameter's

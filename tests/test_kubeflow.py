@@ -54,8 +54,7 @@ IMAGE = "registry.example.com/ml/tfx-image-transfer:test"
 ROOT = "gs://bucket/pipeline_root"
 SERVING = "gs://bucket/serving"
 CLASSES = ["cats", "dogs"]
-EXECUTOR_COMMAND = ["python", "-m",
-                    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+EXECUTOR_COMMAND = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 KUBEFLOW_FLAGS = {"--image", "--examples-dir", "--pipeline-root", "--output-file", "--submit",
                   "--host", "--serving-check"}
 # The step whose InfraBlessing gates the push, by --serving-check.
