@@ -31,8 +31,8 @@ from pipeline.config import (
 YAML_SUFFIXES = (".yaml", ".yml")
 # Every step's container command: TFX's Kubeflow V2 entry point at the launcher's local paths.
 ENTRY_POINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
-# Object stores the open-source Kubeflow Pipelines backend takes as a pipeline root; of these,
-# the components can write only the ones TensorFlow has a file system for (gs:// in TF 2.21).
+# Object stores the Kubeflow Pipelines backend takes as a pipeline root (its launcher stages
+# their artifacts at local paths: pipeline/kubeflow_entrypoint.py).
 KFP_ROOT_SCHEMES = ("gs", "s3", "minio")
 # The knobs users change between runs, as typed runtime parameters of the compiled pipeline:
 # parameter -> (component id, exec property). TFX's v2 compiler takes a RuntimeParameter only
@@ -53,7 +53,13 @@ class StorageError(ValueError):
 
 
 def check_storage(flag: str, uri: str, pipeline_root: bool = False) -> None:
-    """Refuses locations the pods cannot write: file systems TensorFlow lacks, local roots.
+    """Refuses locations the pods cannot use: a local or unknown pipeline root, and, elsewhere,
+    file systems TensorFlow lacks.
+
+    The pipeline root holds only artifacts, which the KFP launcher stages at local paths for
+    every step (pipeline/kubeflow_entrypoint.py), so any of KFP_ROOT_SCHEMES works there. The
+    other locations (examples, serving dir, weights, the spec) are read or written by the steps
+    or this command themselves, through tf.io.gfile.
 
     Args:
       flag: the flag that named the location, for the message.
@@ -67,20 +73,20 @@ def check_storage(flag: str, uri: str, pipeline_root: bool = False) -> None:
     import tensorflow as tf
 
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    can = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES
-                      if s in tf.io.gfile.get_registered_schemes())
+    roots = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES)
     if pipeline_root and not scheme:
         raise StorageError(
             f"{flag} {uri} is local: Kubeflow Pipelines keeps artifacts in object storage and "
-            f"refuses a local pipeline root; pass {can}BUCKET/PATH")
-    if scheme and scheme not in tf.io.gfile.get_registered_schemes():
+            f"refuses a local pipeline root; pass {roots}BUCKET/PATH")
+    if pipeline_root and scheme not in KFP_ROOT_SCHEMES:
+        raise StorageError(f"{flag} {uri}: a pipeline root must be in {roots}BUCKET/PATH")
+    if not pipeline_root and scheme and scheme not in tf.io.gfile.get_registered_schemes():
+        can = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES
+                          if s in tf.io.gfile.get_registered_schemes())
         raise StorageError(
-            f"{flag} {uri}: TensorFlow {tf.__version__} has no {scheme}:// file system, so the "
-            "components could not read or write it; use "
-            + (f"{can}BUCKET/PATH" if pipeline_root else
-               f"{can}, or a path on a volume mounted in the pods"))
-    if pipeline_root and f"{scheme}://" not in can.split(" or "):
-        raise StorageError(f"{flag} {uri}: a pipeline root must be in {can}BUCKET/PATH")
+            f"{flag} {uri}: TensorFlow {tf.__version__} has no {scheme}:// file system, and the "
+            f"steps read or write {flag} themselves (only the pipeline root's artifacts are "
+            f"staged by Kubeflow); use {can}, or a path on a volume mounted in the pods")
 
 
 def one_line(error: Exception) -> str:
@@ -309,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     pipeline_root = absolute(args.pipeline_root or cfg.pipeline_root)
-    read_in_pods = {"--pipeline-root": pipeline_root, "--serving-dir": cfg.serving_model_dir}
+    # Where the steps read or write themselves (the pipeline root's artifacts are the launcher's).
+    read_in_pods = {"--serving-dir": cfg.serving_model_dir}
     if weights_file:  # the Trainer reads it with tf.io.gfile
         read_in_pods["--base-weights"] = cfg.base_weights
     try:
