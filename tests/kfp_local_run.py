@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import contract.keras_env  # noqa: F401  (before TensorFlow, as every entry point)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = "localhost/tfx-image-transfer:local"
 # Podman's Docker API lists local builds as localhost/NAME:TAG; kfp.local pulls any image whose
@@ -47,6 +49,9 @@ FAST_FLAGS = ["--alpha", "0.35", "--image-size", "96", "--epochs", "1", "--fine-
               "--batch-size", "8", "--learning-rate", "1e-2", "--fine-tune-lr-factor", "1e-3",
               "--validation-test-fraction", "0.5", "--min-accuracy", "0.7"]
 SMALL_WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+# Open-source Kubeflow's default: its MinIO, bucket mlpipeline.
+MINIO_BUCKET = "mlpipeline"
+MINIO_ROOT = f"minio://{MINIO_BUCKET}/v2/artifacts"
 
 
 def keep_artifact_types() -> None:
@@ -112,13 +117,15 @@ class Checks:
         return detail if detail is not None else True
 
 
-def compile_spec(image: str, shared: Path, work: Path) -> tuple[Path, Path, Path]:
+def compile_spec(image: str, shared: Path, work: Path, pipeline_root: str
+                 ) -> tuple[Path, Path, Path]:
     """Compiles the pipeline for the mini set with the Kubeflow command, as a user would.
 
     Args:
       image: the image every task runs in.
       shared: the test data root (data/cats_vs_dogs_mini, weights/).
       work: a folder for the outputs.
+      pipeline_root: the compiled pipeline root.
 
     Returns:
       (the compiled YAML, the examples folder ingestion wrote, the serving dir).
@@ -126,11 +133,11 @@ def compile_spec(image: str, shared: Path, work: Path) -> tuple[Path, Path, Path
     from pipeline import run_kubeflow
 
     spec, serving = work / "pipeline.yaml", work / "serving"
-    serving.mkdir(mode=0o1777)
+    serving.mkdir(mode=0o1777, parents=True)
     serving.chmod(0o1777)  # the tasks run as uid 1000
     argv = ["--image", image, "--data-dir", str(shared / "data" / "cats_vs_dogs_mini"),
             "--output-dir", str(work / "outputs"), "--serving-dir", str(serving),
-            "--pipeline-root", "gs://kfp-local-unused/root", "--output-file", str(spec),
+            "--pipeline-root", pipeline_root, "--output-file", str(spec),
             "--base-weights", str(shared / "weights" / SMALL_WEIGHTS), *FAST_FLAGS]
     status = run_kubeflow.main(argv)
     if status != 0:
@@ -139,16 +146,20 @@ def compile_spec(image: str, shared: Path, work: Path) -> tuple[Path, Path, Path
     return spec, examples, serving
 
 
-def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path) -> None:
+def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path,
+             object_store_root: str | None = None) -> None:
     """Runs the compiled YAML with kfp.local's DockerRunner.
 
     Args:
       spec: the compiled PipelineSpec.
       mounts: host paths the tasks see at the same path, and whether they are writable.
-      root: kfp.local's pipeline root (bind-mounted into every task by kfp.local).
+      root: kfp.local's local pipeline root (bind-mounted into every task by kfp.local).
+      object_store_root: instead, this pipeline root in an object store, whose artifacts the
+        launcher cycle (tests/kfp_launcher.py, installed by the caller) moves.
     """
     import docker
     from kfp import components, local
+    from kfp.local import config
 
     keep_artifact_types()
     root.mkdir(mode=0o1777)
@@ -157,15 +168,31 @@ def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path) -> None:
              for p, rw in mounts]
     local.init(runner=local.DockerRunner(user=USER, mounts=binds), pipeline_root=str(root),
                raise_on_error=True)
+    if object_store_root:  # kfp.local.init makes any root a local absolute path
+        config.LocalExecutionConfig.instance.pipeline_root = object_store_root
     components.load_component_from_file(str(spec))()
 
 
-def task_outputs(spec: Path, root: Path) -> dict[str, dict[str, Any]]:
-    """Each task's executor_output.json, read from kfp.local's pipeline root.
+Reader = Callable[[str], "dict[str, Any] | None"]
+
+
+def local_reader(root: Path) -> Reader:
+    """Reads `<task folder>/executor_output.json` of the one run under a local pipeline root."""
+    [run] = [p for p in root.iterdir() if p.is_dir()]
+
+    def read(folder: str) -> dict[str, Any] | None:
+        path = run / folder / "executor_output.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return read
+
+
+def task_outputs(spec: Path, read: Reader) -> dict[str, dict[str, Any]]:
+    """Each task's executor output.
 
     Args:
       spec: the compiled PipelineSpec (its tasks and their declared outputs).
-      root: kfp.local's pipeline root after one run.
+      read: a task folder's executor output, or None (local_reader, or the object store's).
 
     Returns:
       task name -> its executor output (JSON).
@@ -178,19 +205,18 @@ def task_outputs(spec: Path, root: Path) -> dict[str, dict[str, Any]]:
     from kfp.local.executor_input_utils import get_local_task_resource_name
 
     pipeline = yaml.safe_load(spec.read_text())
-    [run] = [p for p in root.iterdir() if p.is_dir()]
     outputs, problems = {}, []
     for task, task_spec in pipeline["root"]["dag"]["tasks"].items():
         component = task_spec["componentRef"]["name"]
         # kfp.local names a task's folder by cutting a `comp-` prefix off the component's name,
         # which TFX's names do not have: its first five characters go.
-        path = run / get_local_task_resource_name(component) / "executor_output.json"
-        if not path.is_file():
-            problems.append(f"{task} wrote no {path.name}")
+        written = read(get_local_task_resource_name(component))
+        if written is None:
+            problems.append(f"{task} wrote no executor_output.json")
             continue
-        outputs[task] = json.loads(path.read_text())
+        outputs[task] = written
         declared = pipeline["components"][component].get("outputDefinitions", {})
-        absent = set(declared.get("artifacts", {})) - set(outputs[task].get("artifacts", {}))
+        absent = set(declared.get("artifacts", {})) - set(written.get("artifacts", {}))
         if absent:
             problems.append(f"{task}'s executor output lacks {', '.join(sorted(absent))}")
     assert not problems, "; ".join(problems)
@@ -203,16 +229,26 @@ def artifact(outputs: dict[str, dict[str, Any]], task: str, key: str) -> dict[st
     return written
 
 
-def check_run(checks: Checks, spec: Path, root: Path, serving: Path, shared: Path) -> None:
-    """The run's checks: every task finished, both blessings, the push, the pushed model."""
+def check_run(checks: Checks, spec: Path, read: Reader, exists: Callable[[str], bool],
+              serving: Path, shared: Path) -> None:
+    """The run's checks: every task finished, both blessings, the push, the pushed model.
+
+    Args:
+      checks: where the outcomes go.
+      spec: the compiled PipelineSpec.
+      read: a task folder's executor output (see task_outputs).
+      exists: whether a file exists at a URI or path under the pipeline root.
+      serving: the serving dir the Pusher wrote.
+      shared: the test data root.
+    """
     outputs = checks.check("every task wrote its executor_output.json with all its outputs",
-                           lambda: task_outputs(spec, root))
+                           lambda: task_outputs(spec, read))
     if outputs is None:
         return
 
     def blessed(task: str, key: str, marker: str) -> str:
         uri = artifact(outputs, task, key)["uri"]
-        assert (Path(uri) / marker).exists(), f"{uri} has no {marker}"
+        assert exists(f"{uri}/{marker}"), f"{uri} has no {marker}"
         return uri
 
     checks.check("the Evaluator blessed the model",
@@ -243,6 +279,69 @@ def check_run(checks: Checks, spec: Path, root: Path, serving: Path, shared: Pat
                                   if p.name.isdigit())))
 
 
+def run_on_local_root(checks: Checks, image: str, shared: Path, work: Path) -> None:
+    """The compiled pipeline on kfp.local's own local pipeline root."""
+    compiled = checks.check(
+        "[local root] tfx-image-transfer-kubeflow compiles the pipeline for the mini set",
+        lambda: compile_spec(image, shared, work, "gs://kfp-local-unused/root"))
+    if not compiled:
+        return
+    spec, examples, serving = compiled
+    root = work / "kfp_root"
+    mounts = [(examples, False), (shared / "weights" / SMALL_WEIGHTS, False), (serving, True)]
+    if checks.check(f"[local root] kfp.local's DockerRunner ran the compiled spec in {image} "
+                    "as uid 1000", lambda: run_spec(spec, mounts, root)):
+        check_run(checks, spec, local_reader(root), lambda path: Path(path).exists(), serving,
+                  shared)
+
+
+def run_on_minio_root(checks: Checks, image: str, shared: Path, work: Path) -> None:
+    """The compiled pipeline on a minio:// pipeline root (moto's S3 server on loopback), each
+    step inside the KFP launcher's download-run-upload cycle (tests/kfp_launcher.py)."""
+    import boto3  # noqa: F401  (fails here, not in a thread, if the dev tools are missing)
+    from kfp.local import docker_task_handler
+    from moto.server import ThreadedMotoServer
+
+    from tests import kfp_launcher
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        store = kfp_launcher.ObjectStore(f"http://{host}:{port}", scheme="minio")
+        store.client.create_bucket(Bucket=MINIO_BUCKET)
+        compiled = checks.check(
+            f"[{MINIO_ROOT}] tfx-image-transfer-kubeflow compiles the pipeline for the mini set",
+            lambda: compile_spec(image, shared, work, MINIO_ROOT))
+        if not compiled:
+            return
+        spec, examples, serving = compiled
+        scratch = work / "pods"
+        scratch.mkdir()
+        docker_task_handler.DockerTaskHandler = kfp_launcher.launcher_handler(store, scratch)
+        kfp_launcher.read_outputs_from(store)
+        mounts = [(examples, False), (shared / "weights" / SMALL_WEIGHTS, False),
+                  (serving, True)]
+        ran = checks.check(
+            f"[{MINIO_ROOT}] kfp.local ran every step in {image} as uid 1000 between the "
+            "launcher's download and upload (moto's S3 server on loopback)",
+            lambda: run_spec(spec, mounts, work / "kfp_root", MINIO_ROOT))
+        if not ran:
+            return
+        [run] = {key.split("/")[2] for key in store.keys(f"{MINIO_ROOT}/")}
+
+        def read(folder: str) -> dict[str, Any] | None:
+            uri = f"{MINIO_ROOT}/{run}/{folder}/executor_output.json"
+            return store.read_json(uri) if store.keys(uri) else None
+
+        check_run(checks, spec, read, lambda uri: bool(store.keys(uri)), serving, shared)
+        checks.check(f"[{MINIO_ROOT}] a file a step writes outside its output artifacts is lost",
+                     lambda: kfp_launcher.probe_lost_files(store, image, USER, scratch,
+                                                           f"minio://{MINIO_BUCKET}/probe"))
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compiles, runs and checks; returns 0 only if every check passed."""
     parser = argparse.ArgumentParser(prog="kubeflow-test", description=__doc__.split("\n\n")[0])
@@ -250,25 +349,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", required=True, type=Path,
                         help="the test data root (data/cats_vs_dogs_mini, weights/)")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="kept for inspection (default: a temporary folder, removed)")
+                        help="kept for inspection (default: a temporary folder)")
+    parser.add_argument("--roots", default="local,minio",
+                        help="which pipeline roots to run on: local (kfp.local's own), minio")
     args = parser.parse_args(argv)
-    import contract.keras_env  # noqa: F401  (before TensorFlow, as every entry point)
-
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="kubeflow-test-", dir="/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+    runs = {"local": run_on_local_root, "minio": run_on_minio_root}
+    roots = args.roots.split(",")
+    if not roots or set(roots) - set(runs):
+        parser.error(f"--roots takes names from {','.join(runs)}")
     checks = Checks()
-    compiled = checks.check(
-        "tfx-image-transfer-kubeflow compiles the pipeline for the mini set",
-        lambda: compile_spec(args.image, args.shared.resolve(), work))
-    if compiled:
-        spec, examples, serving = compiled
-        weights = args.shared.resolve() / "weights" / SMALL_WEIGHTS
-        root = work / "kfp_root"
-        ran = checks.check(
-            f"kfp.local's DockerRunner ran the compiled spec in {args.image} as uid 1000",
-            lambda: run_spec(spec, [(examples, False), (weights, False), (serving, True)], root))
-        if ran:
-            check_run(checks, spec, root, serving, args.shared.resolve())
+    for name in roots:
+        (work / name).mkdir(parents=True, exist_ok=True)
+        runs[name](checks, args.image, args.shared.resolve(), work / name)
     print(f"{checks.passed} passed, {checks.failed} failed")
     return 0 if checks.failed == 0 else 1
 

@@ -66,11 +66,11 @@ def test_a_task_counts_as_finished_only_with_its_executor_output(tmp_path):
         json.dumps({"artifacts": {"examples": {"artifacts": [{"uri": "u"}]}}}))
     (run / "er").mkdir()
     with pytest.raises(AssertionError, match="Trainer wrote no executor_output.json"):
-        kfp_local_run.task_outputs(spec, tmp_path / "root")
+        kfp_local_run.task_outputs(spec, kfp_local_run.local_reader(tmp_path / "root"))
     (run / "er" / "executor_output.json").write_text(json.dumps({"artifacts": {}}))
     with pytest.raises(AssertionError, match="Trainer's executor output lacks model"):
-        kfp_local_run.task_outputs(spec, tmp_path / "root")
+        kfp_local_run.task_outputs(spec, kfp_local_run.local_reader(tmp_path / "root"))
     (run / "er" / "executor_output.json").write_text(
         json.dumps({"artifacts": {"model": {"artifacts": [{"uri": "m"}]}}}))
-    outputs = kfp_local_run.task_outputs(spec, tmp_path / "root")
+    outputs = kfp_local_run.task_outputs(spec, kfp_local_run.local_reader(tmp_path / "root"))
     assert kfp_local_run.artifact(outputs, "Trainer", "model")["uri"] == "m"

@@ -1,0 +1,236 @@
+"""The Kubeflow Pipelines v2 launcher's object-store cycle, played around kfp.local's steps.
+
+On a cluster every step's pod runs KFP's launcher, which moves the artifacts between the pipeline
+root's object store and the pod's file system; the step itself sees only local paths, and
+anything it writes outside its output artifacts is gone with the pod. kfp.local has no
+launcher: it runs the container on a bind-mounted local pipeline root. `launcher_handler` puts
+the launcher's cycle back, step by step as the launcher does it (the citations are to
+backend/src/v2/component/launcher_v2.go of kubeflow/pipelines, LAUNCHER_COMMIT):
+
+1. The driver gives each output artifact a remote URI under the pipeline root; the executor
+   input keeps the remote URIs (the step maps them itself).
+2. The launcher downloads every input artifact, a whole prefix, to its local path (LOCAL_PATHS)
+   before the command starts.
+3. It creates the parent folders of the output artifacts' local paths, and points the executor
+   output file at OUTPUT_METADATA.
+4. It runs the command; a non-zero exit fails the step and nothing is uploaded.
+5. It uploads each output artifact's local path (recursively) to its remote URI. Nothing else
+   leaves the pod: here, the step's file system (a fresh folder per step, mounted at the
+   launcher's paths) is deleted after the upload.
+
+The executor output the step wrote is what the launcher records (ML Metadata on a cluster);
+here it is stored in the object store beside the step's outputs, where kfp.local's orchestrator
+reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+LAUNCHER_COMMIT = "the commit cited in this module's docstring"
+# launcher_v2.go, LocalPathForURI: the local path of each object-store scheme.
+LOCAL_PATHS = {"gs": "/gcs/", "s3": "/s3/", "minio": "/minio/"}
+# launcher_v2.go: where the step writes its executor output.
+OUTPUT_METADATA = "/tmp/kfp_outputs/output_metadata.json"
+INVOCATION_FLAG = "--json_serialized_invocation_args"
+
+
+class ObjectStore:
+    """An S3 protocol endpoint (moto's server on loopback here, MinIO on a cluster) seen through
+    boto3, with the launcher's whole-prefix downloads and recursive uploads."""
+
+    def __init__(self, endpoint: str, scheme: str = "minio") -> None:
+        """Connects to endpoint (http://127.0.0.1:PORT) for URIs of scheme (minio or s3)."""
+        import boto3
+
+        self.scheme = scheme
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                   aws_access_key_id="minio", aws_secret_access_key="minio123")
+
+    def split(self, uri: str) -> tuple[str, str]:
+        """(bucket, key) of scheme://bucket/key."""
+        rest = uri.removeprefix(f"{self.scheme}://").split("?", 1)[0]
+        bucket, _, key = rest.partition("/")
+        return bucket, key
+
+    def keys(self, uri: str) -> list[str]:
+        """Every key at or under uri."""
+        bucket, key = self.split(uri)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])
+                if o["Key"] == key or o["Key"].startswith(key.rstrip("/") + "/")]
+
+    def download(self, uri: str, local: Path) -> int:
+        """Downloads the object or prefix at uri to local; returns the number of files."""
+        bucket, key = self.split(uri)
+        keys = self.keys(uri)
+        for name in keys:
+            target = local if name == key else local / name[len(key):].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(bucket, name, str(target))
+        return len(keys)
+
+    def upload(self, local: Path, uri: str) -> int:
+        """Uploads a file, or a folder recursively, to uri; returns the number of files."""
+        bucket, key = self.split(uri)
+        if local.is_file():
+            self.client.upload_file(str(local), bucket, key)
+            return 1
+        files = [p for p in sorted(local.rglob("*")) if p.is_file()]
+        for path in files:
+            self.client.upload_file(str(path), bucket, f"{key}/{path.relative_to(local)}")
+        return len(files)
+
+    def read_json(self, uri: str) -> dict[str, Any]:
+        """The JSON object at uri."""
+        bucket, key = self.split(uri)
+        return json.loads(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def write_json(self, value: dict[str, Any], uri: str) -> None:
+        """Writes value as JSON at uri."""
+        bucket, key = self.split(uri)
+        self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(value).encode())
+
+
+def local_path(uri: str) -> str:
+    """The launcher's local path for uri (LocalPathForURI), refusing other schemes as it does."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in LOCAL_PATHS:
+        raise ValueError(f"failed to generate local path for URI {uri}: unsupported scheme")
+    return LOCAL_PATHS[scheme] + rest.split("?", 1)[0]
+
+
+def _artifacts(executor_input: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    return [a for artifact_list in executor_input[section].get("artifacts", {}).values()
+            for a in artifact_list.get("artifacts", [])]
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    """The step's user owns what the launcher prepared (both run as the pod's user)."""
+    uid, gid = (int(x) for x in user.split(":"))
+    for folder, dirs, files in os.walk(path):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(name, uid, gid)
+
+
+def launcher_handler(store: ObjectStore, scratch: Path) -> type:
+    """A kfp.local DockerTaskHandler that runs each step inside the launcher's cycle.
+
+    Args:
+      store: the pipeline root's object store.
+      scratch: where each step's pod file system is made (and deleted after the step).
+
+    Returns:
+      The handler class, to put in place of kfp.local.docker_task_handler.DockerTaskHandler.
+    """
+    from kfp.local import docker_task_handler, status
+
+    class LauncherTaskHandler(docker_task_handler.DockerTaskHandler):
+        """A step in its container, between the launcher's download and upload."""
+
+        def run(self) -> status.Status:
+            import docker
+
+            at = self.full_command.index(INVOCATION_FLAG) + 1
+            executor_input = json.loads(self.full_command[at])
+            remote_output_file = executor_input["outputs"]["outputFile"]
+            pod = Path(tempfile.mkdtemp(prefix="pod-", dir=scratch))
+            try:
+                for artifact in _artifacts(executor_input, "inputs"):  # step 2
+                    store.download(artifact["uri"], pod / local_path(artifact["uri"]).lstrip("/"))
+                for artifact in _artifacts(executor_input, "outputs"):  # step 3
+                    local = pod / local_path(artifact["uri"]).lstrip("/")
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                executor_input["outputs"]["outputFile"] = OUTPUT_METADATA
+                (pod / OUTPUT_METADATA.lstrip("/")).parent.mkdir(parents=True)
+                _chown_tree(pod, self.runner.container_run_args.get("user", "0:0"))
+                command = list(self.full_command)
+                command[at] = json.dumps(executor_input)
+                mounts = [docker.types.Mount(target=f"/{top.name}", source=str(top), type="bind")
+                          for top in pod.iterdir()]
+                run_args = dict(self.runner.container_run_args)
+                run_args["mounts"] = [*run_args.get("mounts", []), *mounts]
+                client = docker.from_env()
+                try:
+                    code = docker_task_handler.run_docker_container(
+                        client=client, image=self.image, command=command, volumes={},
+                        **run_args)
+                finally:
+                    client.close()
+                metadata = pod / OUTPUT_METADATA.lstrip("/")
+                if code != 0 or not metadata.is_file():  # step 4
+                    return status.Status.FAILURE
+                for artifact in _artifacts(executor_input, "outputs"):  # step 5
+                    local = pod / local_path(artifact["uri"]).lstrip("/")
+                    if local.exists():
+                        store.upload(local, artifact["uri"])
+                store.write_json(json.loads(metadata.read_text()), remote_output_file)
+                return status.Status.SUCCESS
+            finally:
+                shutil.rmtree(pod, ignore_errors=True)
+
+    return LauncherTaskHandler
+
+
+def read_outputs_from(store: ObjectStore) -> None:
+    """Makes kfp.local's orchestrator read a step's executor output from the object store
+    (where the harness recorded it) when its path is a URI."""
+    from google.protobuf import json_format
+    from kfp.local import executor_output_utils
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    load = executor_output_utils.load_executor_output
+
+    def load_executor_output(executor_output_path: str):
+        if "://" not in executor_output_path:
+            return load(executor_output_path=executor_output_path)
+        return json_format.ParseDict(store.read_json(executor_output_path),
+                                     pipeline_spec_pb2.ExecutorOutput(),
+                                     ignore_unknown_fields=True)
+
+    executor_output_utils.load_executor_output = load_executor_output
+
+
+def probe_lost_files(store: ObjectStore, image: str, user: str, scratch: Path, root: str) -> str:
+    """Runs one step in the launcher's cycle that writes a file into its output artifact, one
+    beside it under the launcher's paths, and one in /tmp; only the first may reach the store.
+
+    Args:
+      store: the object store.
+      image: any image with a POSIX shell.
+      user: the step's uid:gid.
+      scratch: where the step's pod file system is made.
+      root: a URI under which the probe's output goes.
+
+    Returns:
+      A line saying what reached the store.
+
+    Raises:
+      AssertionError: the step failed, or a file outside the output artifact was uploaded.
+    """
+    from kfp import local
+    from kfp.local import status
+
+    out, beside = f"{root}/step/out", f"{root}/step/beside.txt"
+    executor_input = {"inputs": {}, "outputs": {
+        "artifacts": {"out": {"artifacts": [{"name": "out", "uri": out}]}},
+        "outputFile": f"{root}/step/executor_output.json"}}
+    script = (f"echo kept > {local_path(out)}/kept.txt && echo lost > {local_path(beside)} && "
+              f"echo lost > /tmp/lost.txt && echo '{{}}' > {OUTPUT_METADATA}")
+    # The command reads its executor input as the spec's steps do, from the invocation flag.
+    command = ["sh", "-c", f"mkdir -p {local_path(out)} && {script}", "probe",
+               INVOCATION_FLAG, json.dumps(executor_input)]
+    handler = launcher_handler(store, scratch)(
+        image=image, full_command=command, pipeline_root="/unused",
+        runner=local.DockerRunner(user=user))
+    assert handler.run() == status.Status.SUCCESS, "the probe step failed"
+    uploaded = store.keys(f"{root}/")
+    assert store.split(f"{out}/kept.txt")[1] in uploaded, uploaded
+    lost = [k for k in uploaded if k.endswith(("beside.txt", "lost.txt"))]
+    assert not lost, f"uploaded from outside the output artifact: {lost}"
+    return f"in the store: {', '.join(sorted(uploaded))}; beside.txt and /tmp/lost.txt lost"
