@@ -15,6 +15,11 @@ the launcher records.
 launcher staged them, or a Cloud Storage FUSE mount provides them); elsewhere TensorFlow reads
 and writes `gs://` itself. Locations that are not artifacts (ExampleGen's input_base, the
 Pusher's serving dir, the base weights) are passed through as they are.
+
+The KFP driver also adds an output of its own to every step, `executor-logs` (a system.Artifact
+that the launcher fills with the step's log). TFX's entry point cannot make a TFX artifact of that
+type, so this entry point takes it out of what TFX is given; the launcher still writes and
+uploads it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import contract.keras_env  # noqa: F401  (before TensorFlow, as every entry poin
 # The launcher's local path for each object-store scheme (launcher_v2.go, LocalPathForURI).
 LAUNCHER_PATHS = {"gs": "/gcs/", "s3": "/s3/", "minio": "/minio/"}
 INVOCATION_FLAG = "--json_serialized_invocation_args"
+# Outputs the KFP driver adds for its launcher (driver.go, publish_logs), not the component's.
+LAUNCHER_OUTPUTS = {"executor-logs": "system.Artifact"}
 TFX_ENTRY_POINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
 
@@ -59,7 +66,8 @@ def _artifacts(section: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def localize(executor_input: dict[str, Any], gcs_staged: bool, root: str = "/"
              ) -> dict[str, str]:
     """Rewrites the executor input's artifact URIs to the launcher's local paths, in place, and
-    creates the output artifacts' parent folders (as the launcher does).
+    creates the output artifacts' parent folders (as the launcher does); drops the launcher's
+    own outputs.
 
     Args:
       executor_input: the ExecutorInput as JSON (`--json_serialized_invocation_args`).
@@ -69,6 +77,11 @@ def localize(executor_input: dict[str, Any], gcs_staged: bool, root: str = "/"
     Returns:
       local path -> the remote URI it stands for, for each rewritten artifact.
     """
+    outputs = executor_input.get("outputs", {}).get("artifacts", {})
+    for name, schema_title in LAUNCHER_OUTPUTS.items():
+        listed = outputs.get(name, {}).get("artifacts", [])
+        if listed and all(a.get("type", {}).get("schemaTitle") == schema_title for a in listed):
+            del outputs[name]
     remote_of = {}
     for section in ("inputs", "outputs"):
         for artifact in _artifacts(executor_input.get(section, {})):

@@ -4,39 +4,53 @@ On a cluster every step's pod runs KFP's launcher, which moves the artifacts bet
 root's object store and the pod's file system; the step itself sees only local paths, and
 anything it writes outside its output artifacts is gone with the pod. kfp.local has no
 launcher: it runs the container on a bind-mounted local pipeline root. `launcher_handler` puts
-the launcher's cycle back, step by step as the launcher does it (the citations are to
-backend/src/v2/component/launcher_v2.go of kubeflow/pipelines, LAUNCHER_COMMIT):
+the launcher's cycle back, step by step as the launcher does it. The citations are to
+kubeflow/pipelines at LAUNCHER_COMMIT: L is backend/src/v2/component/launcher_v2.go, D is
+backend/src/v2/driver/driver.go.
 
-1. The driver gives each output artifact a remote URI under the pipeline root; the executor
-   input keeps the remote URIs (the step maps them itself).
-2. The launcher downloads every input artifact, a whole prefix, to its local path (LOCAL_PATHS)
-   before the command starts.
-3. It creates the parent folders of the output artifacts' local paths, and points the executor
-   output file at OUTPUT_METADATA.
-4. It runs the command; a non-zero exit fails the step and nothing is uploaded.
-5. It uploads each output artifact's local path (recursively) to its remote URI. Nothing else
-   leaves the pod: here, the step's file system (a fresh folder per step, mounted at the
-   launcher's paths) is deleted after the upload.
+1. The driver gives each output artifact a remote URI under the step's task root, adds an
+   `executor-logs` output of type system.Artifact (D:747-759; publish_logs defaults to true,
+   backend/src/v2/compiler/argocompiler/container.go:142-150), and points the executor output
+   file at the launcher's local path of the task root (D:791-799). The executor input keeps the
+   remote URIs (L:1051-1075: `{{$}}` is the executor input as it is); the step maps them itself.
+2. The launcher downloads every input artifact, a whole prefix, to its local path before the
+   command starts (L:691, L:927-1004, LocalPathForURI L:1239-1253).
+3. It creates the parent folder of each output artifact's local path, and nothing else
+   (L:278, L:695, L:1280-1308): not the artifact's own folder.
+4. It runs the command, with its output copied into the executor-logs file (L:697-719,
+   L:632-654). A non-zero exit fails the step, and only the executor-logs artifact is uploaded
+   (L:445-454, L:787-790). A missing executor output file is read as an empty one
+   (L:1208-1220); here it fails the step, which is stricter.
+5. It uploads each output artifact's local path (recursively) to its remote URI, after merging
+   in the URI the executor output gives for it (L:792-833, L:1188-1206). Only the executor
+   input's output artifacts are uploaded; a missing local path is only a warning (L:820-829).
+   Nothing else leaves the pod: here, the step's file system (a fresh folder per step, mounted
+   at the launcher's paths) is deleted after the upload.
 
 The executor output the step wrote is what the launcher records (ML Metadata on a cluster);
 here it is stored in the object store beside the step's outputs, where kfp.local's orchestrator
-reads it back.
+reads it back. The task roots are kfp.local's (`<root>/<pipeline>-<time>/<task>`), without the
+driver's per-execution salt level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-LAUNCHER_COMMIT = "the commit cited in this module's docstring"
-# launcher_v2.go, LocalPathForURI: the local path of each object-store scheme.
+LAUNCHER_COMMIT = "7b70c7b95f6832772efd6fd0029a4024491a0f44"  # master, 2026-08-21
+# L:1239-1253, LocalPathForURI: the local path of each object-store scheme.
 LOCAL_PATHS = {"gs": "/gcs/", "s3": "/s3/", "minio": "/minio/"}
-# launcher_v2.go: where the step writes its executor output.
-OUTPUT_METADATA = "/tmp/kfp_outputs/output_metadata.json"
+# D:791-799: the executor output file, in the task root's local path.
+OUTPUT_METADATA_NAME = "output_metadata.json"
+# D:747-759: the launcher's own output, the step's log.
+EXECUTOR_LOGS = "executor-logs"
 INVOCATION_FLAG = "--json_serialized_invocation_args"
 
 
@@ -110,6 +124,22 @@ def _artifacts(executor_input: dict[str, Any], section: str) -> list[dict[str, A
             for a in artifact_list.get("artifacts", [])]
 
 
+class _Tee:
+    """A text stream writing to two others (the launcher copies the step's output to its log)."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
 def _chown_tree(path: Path, user: str) -> None:
     """The step's user owns what the launcher prepared (both run as the pod's user)."""
     uid, gid = (int(x) for x in user.split(":"))
@@ -138,16 +168,21 @@ def launcher_handler(store: ObjectStore, scratch: Path) -> type:
 
             at = self.full_command.index(INVOCATION_FLAG) + 1
             executor_input = json.loads(self.full_command[at])
-            remote_output_file = executor_input["outputs"]["outputFile"]
+            outputs = executor_input["outputs"]
+            remote_output_file = outputs["outputFile"]
+            task_root = remote_output_file.rsplit("/", 1)[0]
+            # Step 1: what the driver adds to kfp.local's executor input.
+            outputs.setdefault("artifacts", {})[EXECUTOR_LOGS] = {"artifacts": [{
+                "name": EXECUTOR_LOGS, "type": {"schemaTitle": "system.Artifact"},
+                "uri": f"{task_root}/{EXECUTOR_LOGS}"}]}
+            outputs["outputFile"] = f"{local_path(task_root)}/{OUTPUT_METADATA_NAME}"
             pod = Path(tempfile.mkdtemp(prefix="pod-", dir=scratch))
+            in_pod = lambda uri: pod / local_path(uri).lstrip("/")  # noqa: E731
             try:
                 for artifact in _artifacts(executor_input, "inputs"):  # step 2
-                    store.download(artifact["uri"], pod / local_path(artifact["uri"]).lstrip("/"))
+                    store.download(artifact["uri"], in_pod(artifact["uri"]))
                 for artifact in _artifacts(executor_input, "outputs"):  # step 3
-                    local = pod / local_path(artifact["uri"]).lstrip("/")
-                    local.parent.mkdir(parents=True, exist_ok=True)
-                executor_input["outputs"]["outputFile"] = OUTPUT_METADATA
-                (pod / OUTPUT_METADATA.lstrip("/")).parent.mkdir(parents=True)
+                    in_pod(artifact["uri"]).parent.mkdir(parents=True, exist_ok=True)
                 _chown_tree(pod, self.runner.container_run_args.get("user", "0:0"))
                 command = list(self.full_command)
                 command[at] = json.dumps(executor_input)
@@ -156,19 +191,21 @@ def launcher_handler(store: ObjectStore, scratch: Path) -> type:
                 run_args = dict(self.runner.container_run_args)
                 run_args["mounts"] = [*run_args.get("mounts", []), *mounts]
                 client = docker.from_env()
-                try:
-                    code = docker_task_handler.run_docker_container(
-                        client=client, image=self.image, command=command, volumes={},
-                        **run_args)
+                logs = in_pod(f"{task_root}/{EXECUTOR_LOGS}")
+                try:  # step 4
+                    with open(logs, "w") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
+                        code = docker_task_handler.run_docker_container(
+                            client=client, image=self.image, command=command, volumes={},
+                            **run_args)
                 finally:
                     client.close()
-                metadata = pod / OUTPUT_METADATA.lstrip("/")
-                if code != 0 or not metadata.is_file():  # step 4
+                metadata = pod / outputs["outputFile"].lstrip("/")
+                if code != 0 or not metadata.is_file():
+                    store.upload(logs, f"{task_root}/{EXECUTOR_LOGS}")
                     return status.Status.FAILURE
                 for artifact in _artifacts(executor_input, "outputs"):  # step 5
-                    local = pod / local_path(artifact["uri"]).lstrip("/")
-                    if local.exists():
-                        store.upload(local, artifact["uri"])
+                    if in_pod(artifact["uri"]).exists():
+                        store.upload(in_pod(artifact["uri"]), artifact["uri"])
                 store.write_json(json.loads(metadata.read_text()), remote_output_file)
                 return status.Status.SUCCESS
             finally:
@@ -220,8 +257,9 @@ def probe_lost_files(store: ObjectStore, image: str, user: str, scratch: Path, r
     executor_input = {"inputs": {}, "outputs": {
         "artifacts": {"out": {"artifacts": [{"name": "out", "uri": out}]}},
         "outputFile": f"{root}/step/executor_output.json"}}
+    metadata = f"{local_path(root)}/step/{OUTPUT_METADATA_NAME}"
     script = (f"echo kept > {local_path(out)}/kept.txt && echo lost > {local_path(beside)} && "
-              f"echo lost > /tmp/lost.txt && echo '{{}}' > {OUTPUT_METADATA}")
+              f"echo lost > /tmp/lost.txt && echo '{{}}' > {metadata}")
     # The command reads its executor input as the spec's steps do, from the invocation flag.
     command = ["sh", "-c", f"mkdir -p {local_path(out)} && {script}", "probe",
                INVOCATION_FLAG, json.dumps(executor_input)]

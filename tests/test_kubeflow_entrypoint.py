@@ -61,3 +61,24 @@ def test_the_executor_output_gets_the_remote_uris_back(tmp_path):
         "elsewhere": "/minio/b/r/Trainer/model_x",  # not below a rewritten path: left alone
         "nested": ["s3://b/r/Trainer/model_run"]}
     assert written["artifacts"]["blessing"]["artifacts"][0]["uri"].startswith("/minio/")
+
+
+def test_the_launchers_log_output_is_not_handed_to_tfx(tmp_path):
+    """The KFP driver adds `executor-logs` (system.Artifact) to every step's outputs; TFX
+    cannot make an artifact of that type, so the entry point takes it out."""
+    given = executor_input()
+    logs = {"artifacts": [{"name": "executor-logs", "type": {"schemaTitle": "system.Artifact"},
+                           "uri": "minio://b/r/Trainer/executor-logs"}]}
+    given["outputs"]["artifacts"]["executor-logs"] = logs
+    localize(given, gcs_staged=False, root=str(tmp_path))
+    assert "executor-logs" not in given["outputs"]["artifacts"]
+    assert set(given["outputs"]["artifacts"]) == {"model", "run"}
+
+
+def test_a_component_output_of_that_name_and_another_type_stays(tmp_path):
+    given = executor_input()
+    given["outputs"]["artifacts"]["executor-logs"] = {"artifacts": [{
+        "name": "executor-logs", "type": {"schemaTitle": "tfx.Model"},
+        "uri": "minio://b/r/T/executor-logs"}]}
+    localize(given, gcs_staged=False, root=str(tmp_path))
+    assert "executor-logs" in given["outputs"]["artifacts"]
