@@ -31,6 +31,11 @@ from trainer.task import CONFIG_KEY
 
 # The metric the gate knobs set: its lower bound, and the most it may drop below the baseline's.
 GATED_METRIC = "accuracy"
+# TFMA computes accuracy in float32 (27 of 30 is 0.89999998) and compares it with the bounds in
+# float64, so an accuracy exactly at the lower bound, or a drop exactly at the allowed one, would
+# be refused. The bounds written into the eval config are widened by GATE_TOLERANCE: far less
+# than one photo of any test split under a million photos.
+GATE_TOLERANCE = 1e-6
 
 Knob = int | float | data_types.RuntimeParameter
 
@@ -130,7 +135,8 @@ class TrainerWithRunKnobs(base_component.BaseComponent):
 
 def set_gate(eval_config: config_pb2.EvalConfig, min_accuracy: float,
              max_accuracy_drop: float) -> config_pb2.EvalConfig:
-    """The eval config with GATED_METRIC's thresholds set to the gate knobs.
+    """The eval config with GATED_METRIC's thresholds set to the gate knobs (widened by
+    GATE_TOLERANCE; gate_knobs reads them back).
 
     Args:
       eval_config: a config with a threshold on the metric named GATED_METRIC.
@@ -151,12 +157,33 @@ def set_gate(eval_config: config_pb2.EvalConfig, min_accuracy: float,
             if json.loads(metric.config or "{}").get("name") != GATED_METRIC:
                 continue
             for per_slice in metric.per_slice_thresholds:
-                per_slice.threshold.value_threshold.lower_bound.value = min_accuracy
-                per_slice.threshold.change_threshold.absolute.value = -max_accuracy_drop
+                threshold = per_slice.threshold
+                threshold.value_threshold.lower_bound.value = min_accuracy - GATE_TOLERANCE
+                threshold.change_threshold.direction = config_pb2.MetricDirection.HIGHER_IS_BETTER
+                threshold.change_threshold.absolute.value = -(max_accuracy_drop + GATE_TOLERANCE)
                 gated += 1
     if not gated:
         raise ValueError(f"the eval config has no threshold on {GATED_METRIC!r}")
     return config
+
+
+def gate_knobs(threshold: config_pb2.MetricThreshold) -> dict[str, float | None]:
+    """The gate knobs a threshold written by set_gate stands for.
+
+    Args:
+      threshold: GATED_METRIC's threshold in an eval config.
+
+    Returns:
+      {"min_accuracy", "max_accuracy_drop"}; None where the threshold sets none.
+    """
+    knobs: dict[str, float | None] = {"min_accuracy": None, "max_accuracy_drop": None}
+    if threshold.value_threshold.HasField("lower_bound"):
+        knobs["min_accuracy"] = round(
+            threshold.value_threshold.lower_bound.value + GATE_TOLERANCE, 9)
+    if threshold.change_threshold.HasField("absolute"):
+        knobs["max_accuracy_drop"] = round(
+            -threshold.change_threshold.absolute.value - GATE_TOLERANCE, 9)
+    return knobs
 
 
 def evaluator_properties(exec_properties: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,12 @@ from tfx.dsl.components.base import base_component, executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
-from components.run_knobs import GATED_METRIC, EvaluatorWithRunKnobs, TrainerWithRunKnobs
+from components.run_knobs import (
+    GATED_METRIC,
+    EvaluatorWithRunKnobs,
+    TrainerWithRunKnobs,
+    set_gate,
+)
 from components.served_baseline import ServedBaseline, served_snapshot
 from components.serving_check import (
     CHECK_EXAMPLES,
@@ -95,11 +100,7 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
         signature_name=EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY,
         prediction_key=POSITIVE_PROBABILITY if binary else PROBABILITIES)
     accuracy_class = "BinaryAccuracy" if binary else "SparseCategoricalAccuracy"
-    gate = config_pb2.MetricThreshold(
-        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": cfg.min_accuracy}),
-        change_threshold=config_pb2.GenericChangeThreshold(
-            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -cfg.max_accuracy_drop}))
+    gate = config_pb2.MetricThreshold()  # set_gate sets its bounds, below
     metrics = [
         config_pb2.MetricConfig(class_name="ExampleCount"),
         # The gate applies to the overall slice only, not to the per-class slices.
@@ -122,11 +123,12 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
             aggregate=config_pb2.AggregationOptions(
                 macro_average=True, class_weights={i: 1.0 for i in range(num_classes)})))
     specs.insert(0, config_pb2.MetricsSpec(metrics=metrics))
-    return config_pb2.EvalConfig(
+    config = config_pb2.EvalConfig(
         model_specs=[model_spec],
         slicing_specs=[config_pb2.SlicingSpec(),
                        config_pb2.SlicingSpec(feature_keys=[features.LABEL_NAME_KEY])],
         metrics_specs=specs)
+    return set_gate(config, cfg.min_accuracy, cfg.max_accuracy_drop)
 
 
 def serving_check_component(mode: str, model: tfx.dsl.Channel, examples: tfx.dsl.Channel,

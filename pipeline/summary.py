@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.report import REPORT_HTML, RunReport
 from components.report.history import epochs_run, kept_epoch, kept_value
 from components.report.mlmd import latest_run_executions, open_store, step_entry
+from components.run_knobs import GATE_TOLERANCE
 from components.served_baseline import SERVED_VERSION_KEY, baseline_entry
 from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
@@ -202,16 +203,21 @@ def _why_not_pushed(summary: dict[str, Any]) -> str:
 
 
 def _evaluator_reasons(summary: dict[str, Any]) -> list[str]:
-    """Which of the Evaluator's accuracy thresholds the candidate missed, with the numbers."""
+    """Which of the Evaluator's accuracy thresholds the candidate missed, with the numbers and
+    the number of test photos they stand on."""
     metrics, gate = summary["test_metrics"], summary.get("gate") or {}
     accuracy, diff = metrics.get("accuracy"), metrics.get("accuracy_diff")
+    count = metrics.get("example_count")
+    on = (f" ({round(accuracy * count)} of {int(count)} test photos)"
+          if accuracy is not None and count else "")
     reasons = []
-    if accuracy is not None and accuracy < gate.get("min_accuracy", 0):
-        reasons.append(f"accuracy {accuracy} < --min-accuracy {gate['min_accuracy']}")
-    if accuracy is not None and diff is not None and -diff > gate.get("max_accuracy_drop", 1):
+    if accuracy is not None and accuracy < gate.get("min_accuracy", 0) - GATE_TOLERANCE:
+        reasons.append(f"accuracy {accuracy}{on} < --min-accuracy {gate['min_accuracy']}")
+    if (accuracy is not None and diff is not None
+            and -diff > gate.get("max_accuracy_drop", 1) + GATE_TOLERANCE):
         baseline = (summary.get("baseline") or {}).get("note", "the baseline")
-        reasons.append(f"accuracy {accuracy} is {-diff:.4f} below the {accuracy - diff:.4f} of "
-                       f"{baseline}, more than --max-accuracy-drop {gate['max_accuracy_drop']}")
+        reasons.append(f"accuracy {accuracy}{on} is {-diff:.4f} below the {accuracy - diff:.4f} "
+                       f"of {baseline}, more than --max-accuracy-drop {gate['max_accuracy_drop']}")
     return reasons
 
 

@@ -32,7 +32,12 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.types.artifact import Artifact
 from tfx.utils import import_utils
 
-from components.run_knobs import RunKnobError, evaluator_properties, trainer_properties
+from components.run_knobs import (
+    RunKnobError,
+    evaluator_properties,
+    gate_knobs,
+    trainer_properties,
+)
 from contract import features
 from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
 from ingestion.beam_options import beam_pipeline_args
@@ -343,9 +348,8 @@ def test_runtime_values_reach_the_trainers_config_and_the_gate(compiled):
     eval_config = json_format.Parse(properties["eval_config"], config_pb2.EvalConfig())
     gates = [(m.config, t.threshold) for spec in eval_config.metrics_specs for m in spec.metrics
              for t in m.per_slice_thresholds]
-    assert [(json.loads(c)["name"], t.value_threshold.lower_bound.value,
-             t.change_threshold.absolute.value) for c, t in gates] == [
-        ("accuracy", 0.9, -compiled.cfg.max_accuracy_drop)]
+    assert [(json.loads(c)["name"], gate_knobs(t)) for c, t in gates] == [
+        ("accuracy", {"min_accuracy": 0.9, "max_accuracy_drop": compiled.cfg.max_accuracy_drop})]
 
 
 def test_an_out_of_range_runtime_value_is_a_one_line_error(compiled):

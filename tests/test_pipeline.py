@@ -18,6 +18,8 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
+from components.report.evaluation import failure_line
+from components.run_knobs import gate_knobs
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.knobs import RANGES, TRAINER_KNOBS
 from contract.labels import parse_labels
@@ -71,14 +73,41 @@ def test_anomaly_gate_reports_real_tfdv_anomalies(tmp_path):
     assert "birds" in problems[0]
 
 
+@pytest.mark.parametrize(("correct", "total", "baseline", "blessed"), [
+    (27, 30, 0.92, True),   # exactly --min-accuracy 0.9, exactly --max-accuracy-drop 0.02
+    (26, 30, 0.92, False),  # one photo short of the lower bound
+    (27, 30, 0.93, False),  # a drop of 0.03
+    (9, 10, 0.92, True), (900, 1000, 0.92, True), (899, 1000, 0.9, False)])
+def test_a_threshold_met_exactly_is_met(correct, total, baseline, blessed):
+    """TFMA's own validator, on accuracies as TFMA computes them (float32)."""
+    from tensorflow_model_analysis.evaluators import metrics_validator
+    from tensorflow_model_analysis.metrics import metric_specs
+
+    config = eval_config(PipelineConfig(min_accuracy=0.9, max_accuracy_drop=0.02), 2)
+    value_key, diff_key = sorted(
+        metric_specs.metric_thresholds_from_metrics_specs(config.metrics_specs), key=str)
+    assert not value_key.is_diff and diff_key.is_diff
+    accuracy = np.float32(correct) / np.float32(total)
+    metrics = {value_key: accuracy, diff_key: accuracy - np.float32(baseline)}
+    result = metrics_validator.validate_metrics(((), metrics), config)
+    assert result.validation_ok is blessed, result
+    lines = [failure_line(f, total) for f in result.metric_validations_per_slice[0].failures
+             ] if not blessed else []
+    if correct / total < 0.9 - 1e-9:  # float64 rounding aside
+        assert f"accuracy {correct / total:.4f} ({correct} of {total} test photos) < " \
+               "--min-accuracy 0.9" in lines
+    if correct / total - baseline < -0.02 - 1e-9:
+        assert (f"accuracy {baseline - correct / total:.4f} below the baseline's on {total} "
+                "test photos, more than --max-accuracy-drop 0.02") in lines
+
+
 def test_eval_config_gates_overall_accuracy_and_regression():
     cfg = PipelineConfig(min_accuracy=0.85, max_accuracy_drop=0.02)
     config = eval_config(cfg, 2)
     accuracy = next(m for m in config.metrics_specs[0].metrics if '"accuracy"' in m.config)
     (gate,) = accuracy.per_slice_thresholds
     assert list(gate.slicing_specs) == [gate.slicing_specs[0].__class__()]  # overall slice only
-    assert gate.threshold.value_threshold.lower_bound.value == 0.85
-    assert gate.threshold.change_threshold.absolute.value == -0.02
+    assert gate_knobs(gate.threshold) == {"min_accuracy": 0.85, "max_accuracy_drop": 0.02}
     names = {m.class_name for s in config.metrics_specs for m in s.metrics}
     assert {"ExampleCount", "AUC", "Precision", "Recall", "ConfusionMatrixPlot"} <= names
     multi = eval_config(cfg, 3)
@@ -399,8 +428,10 @@ def test_a_worse_model_from_a_new_output_dir_is_not_pushed_over_the_served_one(f
         "test_metrics"]["accuracy"]
     assert sorted((serving / "image_classifier").iterdir()) == [served]  # nothing pushed
     assert f"no-regression baseline: served version {served.name} ({served})" in result.stdout
-    assert (f"pushed to: not pushed (not blessed by the Evaluator: accuracy "
-            f"{summary['test_metrics']['accuracy']} is {drop:.4f} below the ") in result.stdout
+    accuracy, count = (summary["test_metrics"][k] for k in ("accuracy", "example_count"))
+    assert (f"pushed to: not pushed (not blessed by the Evaluator: accuracy {accuracy} "
+            f"({round(accuracy * count)} of {int(count)} test photos) is {drop:.4f} below the "
+            ) in result.stdout
     assert f"of served version {served.name} ({served}), more than --max-accuracy-drop 0.01)" in (
         result.stdout)
 

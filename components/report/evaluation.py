@@ -91,7 +91,8 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
                           "AUC, precision and recall one-vs-rest, macro-averaged over the "
                           f"{len(classes)} classes"),
             "per_class": per_class, "confusion_matrix": matrix,
-            "gate": gate_thresholds(result.config), **validation(evaluation_uri)}
+            "gate": gate_thresholds(result.config),
+            **validation(evaluation_uri, overall.get("example_count"))}
 
 
 def _binary_confusion(overall_raw: dict[str, Any]) -> list[list[int]] | None:
@@ -141,29 +142,30 @@ def gate_thresholds(config: Any) -> dict[str, float | None]:
       config: the EvalConfig the Evaluator ran with (TFMA stores it with the results).
 
     Returns:
-      {"min_accuracy", "max_accuracy_drop"}; None where the config sets none.
+      {"min_accuracy", "max_accuracy_drop"} as the knobs set them; None where the config sets
+      none.
     """
+    from components.run_knobs import gate_knobs
+
     gate: dict[str, float | None] = {"min_accuracy": None, "max_accuracy_drop": None}
     for spec in config.metrics_specs:
         for metric in spec.metrics:
             for per_slice in metric.per_slice_thresholds:
-                threshold = per_slice.threshold
-                if threshold.value_threshold.HasField("lower_bound"):
-                    gate["min_accuracy"] = threshold.value_threshold.lower_bound.value
-                if threshold.change_threshold.HasField("absolute"):
-                    gate["max_accuracy_drop"] = -threshold.change_threshold.absolute.value
+                gate.update({k: v for k, v in gate_knobs(per_slice.threshold).items()
+                             if v is not None})
     return gate
 
 
-def validation(evaluation_uri: str) -> dict[str, Any]:
+def validation(evaluation_uri: str, count: int | None = None) -> dict[str, Any]:
     """The Evaluator's validation result: whether the thresholds held, and each failure.
 
     Args:
       evaluation_uri: the Evaluator's evaluation artifact uri.
+      count: the number of test photos the metrics stand on, if known.
 
     Returns:
-      {"validation_ok": bool | None (no result written), "failures": ["<metric> <value>:
-       <TFMA's message>"]}.
+      {"validation_ok": bool | None (no result written), "failures": [one line each: the
+       metric, its value, the photos, the threshold as the flag sets it]}.
     """
     import tensorflow_model_analysis as tfma
 
@@ -171,12 +173,32 @@ def validation(evaluation_uri: str) -> dict[str, Any]:
         result = tfma.load_validation_result(evaluation_uri)
     except (OSError, ValueError, IndexError):
         return {"validation_ok": None, "failures": []}
-    failures = []
-    for per_slice in result.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            key = failure.metric_key
-            name = key.name + (" change from the baseline" if key.is_diff else "")
-            value = failure.metric_value.double_value.value
-            failures.append(f"{name} {value:.4f} (threshold {failure.metric_threshold})"
-                            .replace("\n", " ").strip())
+    failures = [failure_line(failure, count) for per_slice in result.metric_validations_per_slice
+                for failure in per_slice.failures]
     return {"validation_ok": bool(result.validation_ok), "failures": failures}
+
+
+def failure_line(failure: Any, count: int | None) -> str:
+    """One refused threshold, as the user set it.
+
+    Args:
+      failure: a TFMA ValidationFailure.
+      count: the number of test photos, if known.
+
+    Returns:
+      e.g. "accuracy 0.8667 (26 of 30 test photos) < --min-accuracy 0.9".
+    """
+    from components.run_knobs import gate_knobs
+
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    knobs = gate_knobs(threshold)
+    if key.is_diff and knobs["max_accuracy_drop"] is not None:
+        on = f" on {count} test photos" if count else ""
+        return (f"{key.name} {-value:.4f} below the baseline's{on}, more than "
+                f"--max-accuracy-drop {knobs['max_accuracy_drop']}")
+    if not key.is_diff and knobs["min_accuracy"] is not None:
+        photos = f" ({round(value * count)} of {count} test photos)" if count else ""
+        return f"{key.name} {value:.4f}{photos} < --min-accuracy {knobs['min_accuracy']}"
+    text = f"{key.name}{' change' if key.is_diff else ''} {value:.4f} (threshold {threshold})"
+    return " ".join(text.split())
