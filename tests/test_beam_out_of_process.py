@@ -1,7 +1,8 @@
 """The Beam steps with their functions pickled into SDK worker processes, as on Dataflow, Flink
 or Spark: ingestion, StatisticsGen's executor and the Evaluator's TFMA run on Beam's portable
-runner with an external worker pool (another process, on loopback) give what the in-memory
-FnApiRunner gives on the same input."""
+runner with an external worker pool give what the in-memory FnApiRunner gives on the same
+input. The pool is another process on loopback, or, where TFX_IMAGE_TRANSFER_BEAM_POOL names
+one, a pool in a container of the project's image (`make image-test` starts it)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,34 +61,59 @@ WORKER_STARTED = "Starting worker with command"
 FLOAT_TOLERANCE = 1e-6
 
 
+# A worker pool started outside the tests, in a container of the project's image
+# (scripts/image test): its 127.0.0.1:PORT, and the file its log goes to.
+EXTERNAL_POOL_ENV = "TFX_IMAGE_TRANSFER_BEAM_POOL"
+EXTERNAL_POOL_LOG_ENV = "TFX_IMAGE_TRANSFER_BEAM_POOL_LOG"
+POOL_START_SECONDS = 120
+
+
 @dataclass(frozen=True)
 class WorkerPool:
-    """The worker pool process, its loopback port and its log (the workers' too)."""
+    """The worker pool: its process (None for one in a container), its address and its log
+    (the workers' too)."""
 
-    pid: int
-    port: int
+    pid: int | None
+    address: str
     log: Path
 
     def beam_args(self) -> list[str]:
         """Beam options that run every step in workers this pool starts."""
         return ["--runner=PortableRunner", "--job_endpoint=embed",
-                "--environment_type=EXTERNAL", f"--environment_config=127.0.0.1:{self.port}"]
+                "--environment_type=EXTERNAL", f"--environment_config={self.address}"]
 
     def workers_started(self) -> int:
         """How many SDK worker processes the pool has started so far."""
         return self.log.read_text(errors="replace").count(WORKER_STARTED)
 
 
+def _wait_for_port(address: str) -> None:
+    """Returns once address accepts connections; fails after POOL_START_SECONDS."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + POOL_START_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 1):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no worker pool at {address} after {POOL_START_SECONDS} s")
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
-    """A worker pool in its own process group, stopped (workers included) at the end.
+    """The worker pool EXTERNAL_POOL_ENV names, else one started here in its own process group
+    and stopped (workers included) at the end.
 
     Args:
       tmp_path_factory: pytest's, for the pool's log.
 
     Returns:
-      The pool (a generator: it is stopped when the module's tests are done).
+      The pool (a generator: one started here is stopped when the module's tests are done).
     """
+    if os.environ.get(EXTERNAL_POOL_ENV):
+        address = os.environ[EXTERNAL_POOL_ENV]
+        _wait_for_port(address)
+        yield WorkerPool(None, address, Path(os.environ[EXTERNAL_POOL_LOG_ENV]))
+        return
     log = tmp_path_factory.mktemp("worker_pool") / "worker_pool.log"
     # The pool starts workers as `python`: this interpreter, importing this checkout.
     env = {**os.environ, "PYTHONPATH": str(REPO),
@@ -97,7 +125,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
         ready, _, _ = select.select([process.stdout], [], [], 60)
         line = process.stdout.readline() if ready else b""
         assert line.strip().isdigit(), f"worker pool did not start: {log.read_text()[-3000:]}"
-        yield WorkerPool(process.pid, int(line), log)
+        yield WorkerPool(process.pid, f"127.0.0.1:{int(line)}", log)
     finally:
         process.stdout.close()
         with contextlib.suppress(ProcessLookupError):
@@ -110,14 +138,24 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
 
 
 def test_steps_run_in_worker_processes(pool: WorkerPool, tmp_path: Path) -> None:
+    def where_am_i(_: object) -> str:
+        """A worker's pid, its parent's, and what its PID namespace's first process runs (a
+        nested function: pickled by value, as the workers may not have this module)."""
+        with open("/proc/1/cmdline", "rb") as f:
+            first = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        return json.dumps([os.getpid(), os.getppid(), first])
+
     before = pool.workers_started()
-    out = tmp_path / "pids"
+    out = tmp_path / "where"
     with beam.Pipeline(argv=pool.beam_args()) as p:
-        _ = (p | beam.Create([0]) | beam.Map(lambda _: f"{os.getpid()} {os.getppid()}")
+        _ = (p | beam.Create([0]) | beam.Map(where_am_i)
              | beam.io.WriteToText(str(out), shard_name_template=""))
-    pid, parent = map(int, out.read_text().split())
+    pid, parent, first = json.loads(out.read_text())
     assert pid != os.getpid()
-    assert parent == pool.pid  # a worker the pool started
+    if pool.pid is None:  # in the container, whose first process is the pool
+        assert "worker_pool_main" in first, first
+    else:
+        assert parent == pool.pid  # a worker the pool started
     assert pool.workers_started() > before
 
 
