@@ -13,8 +13,14 @@ the launcher records.
 
 `s3://` and `minio://` URIs are always rewritten. `gs://` ones only where `/gcs` exists (the
 launcher staged them, or a Cloud Storage FUSE mount provides them); elsewhere TensorFlow reads
-and writes `gs://` itself. Locations that are not artifacts (ExampleGen's input_base, the
-Pusher's serving dir, the base weights) are passed through as they are.
+and writes `gs://` itself.
+
+Locations that are not artifacts but parameters (ExampleGen's input_base, the base weights, the
+serving dir the Pusher writes) are the step's own to reach. Where they are `s3://` or `minio://`,
+this entry point plays the launcher's part for them too (pipeline/object_store.py): it copies each
+one, whole, to a local folder under STAGING_ROOT before the step, gives the step that folder, and
+after a successful step copies back the files the step added or changed (a new model version,
+its saved_model.pb last).
 
 The KFP driver also adds an output of its own to every step, `executor-logs` (a system.Artifact
 that the launcher fills with the step's log). TFX's entry point cannot make a TFX artifact of that
@@ -26,11 +32,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import contract.keras_env  # noqa: F401  (before TensorFlow, as every entry point)
+from pipeline import object_store
 
 # The launcher's local path for each object-store scheme (launcher_v2.go, LocalPathForURI).
 LAUNCHER_PATHS = {"gs": "/gcs/", "s3": "/s3/", "minio": "/minio/"}
@@ -95,6 +105,84 @@ def localize(executor_input: dict[str, Any], gcs_staged: bool, root: str = "/"
     return remote_of
 
 
+# An s3:// or minio:// location inside a parameter's text (a JSON string value included).
+PARAMETER_LOCATION = re.compile(r"\b(?:" + "|".join(object_store.SCHEMES) + r")://"
+                                r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[^\s\"'\\,;]*)?")
+STAGING_ROOT = "/tmp/kfp-staged"
+
+
+@dataclass(frozen=True)
+class StagedLocation:
+    """A parameter's object-store location, copied to a local file or folder."""
+
+    remote: str
+    local: Path
+    before: dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns) after the copy
+
+
+def _files(local: Path) -> dict[str, tuple[int, int]]:
+    """Each file under local (or local itself, as ""), with its size and mtime."""
+    if local.is_file():
+        stat = local.stat()
+        return {"": (stat.st_size, stat.st_mtime_ns)}
+    return {p.relative_to(local).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in local.rglob("*") if p.is_file()}
+
+
+def stage_parameter_locations(executor_input: dict[str, Any], staging_root: str = STAGING_ROOT
+                              ) -> list[StagedLocation]:
+    """Copies the object-store locations the parameters name to local paths and rewrites the
+    parameters to them, in place.
+
+    Args:
+      executor_input: the ExecutorInput as JSON.
+      staging_root: the local folder the copies go under (<root>/<scheme>/<bucket>/<key>).
+
+    Returns:
+      The staged locations (a location inside another is staged with it).
+
+    Raises:
+      object_store.ObjectStoreError: a location cannot be reached.
+    """
+    parameters = executor_input.get("inputs", {}).get("parameterValues", {})
+    found = {m.group(0).rstrip("/") for value in parameters.values() if isinstance(value, str)
+             for m in PARAMETER_LOCATION.finditer(value)}
+    outer = sorted(u for u in found if not any(u.startswith(o + "/") for o in found))
+    staged = []
+    for uri in outer:
+        scheme, rest = uri.split("://", 1)
+        local = Path(staging_root, scheme, rest.split("?", 1)[0])
+        local.parent.mkdir(parents=True, exist_ok=True)
+        object_store.download(object_store.client(uri), uri, local)
+        staged.append(StagedLocation(uri, local, _files(local)))
+    for name, value in parameters.items():
+        if isinstance(value, str):
+            for location in staged:
+                value = re.sub(re.escape(location.remote) + r"(?=[/\s\"'\\,;?]|$)",
+                               lambda _, loc=location: str(loc.local), value)
+            parameters[name] = value
+    return staged
+
+
+def upload_changes(staged: list[StagedLocation]) -> int:
+    """Copies back the files a step added or changed in its staged locations.
+
+    Args:
+      staged: stage_parameter_locations' result.
+
+    Returns:
+      The number of files copied.
+    """
+    copied = 0
+    for location in staged:
+        changed = [location.local / rel for rel, stat in _files(location.local).items()
+                   if location.before.get(rel) != stat]
+        if changed:
+            copied += object_store.upload(object_store.client(location.remote), location.local,
+                                          location.remote, only=changed)
+    return copied
+
+
 def _remote(value: Any, remote_of: dict[str, str]) -> Any:
     """value with any rewritten local path (or a path below one) given back as its remote URI."""
     if isinstance(value, str):
@@ -141,10 +229,19 @@ def main(argv: list[str] | None = None) -> None:
     at = argv.index(INVOCATION_FLAG) + 1
     executor_input = json.loads(argv[at])
     remote_of = localize(executor_input, gcs_staged=os.path.isdir(LAUNCHER_PATHS["gs"]))
+    try:
+        staged = stage_parameter_locations(executor_input)
+    except object_store.ObjectStoreError as e:
+        sys.exit(f"error: {e}")
+    remote_of.update({str(location.local): location.remote for location in staged})
     argv[at] = json.dumps(executor_input)
     # As TFX's own `python -m` start does (absl's app.run with its flags parser), minus the
     # exit at the end.
     kubeflow_v2_run_executor.main(kubeflow_v2_run_executor._parse_flags([TFX_ENTRY_POINT, *argv]))
+    try:
+        upload_changes(staged)
+    except object_store.ObjectStoreError as e:
+        sys.exit(f"error: {e}")
     if remote_of:
         output_file = executor_input["outputs"]["outputFile"]
         with fileio.open(output_file) as f:

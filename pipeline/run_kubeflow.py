@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
@@ -44,6 +45,21 @@ RUNTIME_PARAMETERS = {
 }
 
 
+# KFP's own MinIO, as the pods of a Kubeflow install reach it, and the secret that holds its
+# credentials (keys accesskey and secretkey) in every Kubeflow Pipelines namespace.
+KFP_MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
+KFP_MINIO_SECRET = "mlpipeline-minio-artifact"
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """How the steps reach s3:// and minio:// locations: the S3 API endpoint (None: AWS's) and
+    the Kubernetes secret with the credentials."""
+
+    endpoint: str | None
+    secret: str
+
+
 class ExamplesDirError(ValueError):
     """--examples-dir is not a folder that ingestion wrote."""
 
@@ -52,25 +68,30 @@ class StorageError(ValueError):
     """A location the components cannot use, or a storage error, in one line."""
 
 
-def check_storage(flag: str, uri: str, pipeline_root: bool = False) -> None:
+def check_storage(flag: str, uri: str, pipeline_root: bool = False, staged: bool = False
+                  ) -> None:
     """Refuses locations the pods cannot use: a local or unknown pipeline root, and, elsewhere,
     file systems TensorFlow lacks.
 
     The pipeline root holds only artifacts, which the KFP launcher stages at local paths for
     every step (pipeline/kubeflow_entrypoint.py), so any of KFP_ROOT_SCHEMES works there. The
-    other locations (examples, serving dir, weights, the spec) are read or written by the steps
-    or this command themselves, through tf.io.gfile.
+    locations the steps read or write themselves (examples, serving dir, weights) may also be on
+    an object store the entry point stages (pipeline/object_store.py); the others (the output
+    dir, the spec) are this command's, through tf.io.gfile.
 
     Args:
       flag: the flag that named the location, for the message.
       uri: a local path or a URI.
       pipeline_root: the location is the pipeline root, which Kubeflow Pipelines needs in
         object storage.
+      staged: the location is a step's parameter, which s3:// and minio:// may hold.
 
     Raises:
       StorageError: one line naming the flag and why.
     """
     import tensorflow as tf
+
+    from pipeline import object_store
 
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     roots = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES)
@@ -80,13 +101,14 @@ def check_storage(flag: str, uri: str, pipeline_root: bool = False) -> None:
             f"refuses a local pipeline root; pass {roots}BUCKET/PATH")
     if pipeline_root and scheme not in KFP_ROOT_SCHEMES:
         raise StorageError(f"{flag} {uri}: a pipeline root must be in {roots}BUCKET/PATH")
+    if staged and scheme in object_store.SCHEMES:
+        return
     if not pipeline_root and scheme and scheme not in tf.io.gfile.get_registered_schemes():
         can = " or ".join(f"{s}://" for s in KFP_ROOT_SCHEMES
                           if s in tf.io.gfile.get_registered_schemes())
         raise StorageError(
-            f"{flag} {uri}: TensorFlow {tf.__version__} has no {scheme}:// file system, and the "
-            f"steps read or write {flag} themselves (only the pipeline root's artifacts are "
-            f"staged by Kubeflow); use {can}, or a path on a volume mounted in the pods")
+            f"{flag} {uri}: TensorFlow {tf.__version__} has no {scheme}:// file system, and "
+            f"{flag} is written by this command; use {can}, or a local path")
 
 
 def one_line(error: Exception) -> str:
@@ -132,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "the run's namespace (its service account must be allowed to "
                                "create pods) and sends from_examples requests. "
                                "Default: %(default)s.")
+    kubeflow.add_argument("--s3-endpoint", default=None,
+                          help="The S3 API endpoint the steps reach s3:// and minio:// "
+                               "examples, weights and serving dirs at (AWS_ENDPOINT_URL in each "
+                               f"step). Default: {KFP_MINIO_ENDPOINT} (Kubeflow's MinIO) for "
+                               "minio:// ones, AWS's for s3:// ones. This command reads "
+                               "--examples-dir itself through AWS_ENDPOINT_URL and the AWS_* "
+                               "credentials of its own environment.")
+    kubeflow.add_argument("--s3-secret", default=KFP_MINIO_SECRET,
+                          help="The Kubernetes secret (keys accesskey and secretkey) that gives "
+                               "each step AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for those "
+                               "locations. Default: %(default)s (Kubeflow's MinIO).")
     return parser
 
 
@@ -151,18 +184,29 @@ def read_class_names(examples_dir: str) -> list[str]:
 
     from contract import features
     from contract.labels import LABELS_FILE, parse_labels
+    from pipeline import object_store
 
     labels = os.path.join(examples_dir, LABELS_FILE)
-    missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]
-    missing += [f"{s}/" for s in features.SPLITS
-                if not tf.io.gfile.isdir(os.path.join(examples_dir, s))]
+    if object_store.is_object_store(examples_dir):
+        found = object_store.keys(object_store.client(examples_dir), examples_dir)
+        key = object_store.split(examples_dir)[1]
+        there = {name[len(key):].lstrip("/").split("/", 1)[0] for name in found}
+        missing = [] if LABELS_FILE in there else [LABELS_FILE]
+        missing += [f"{s}/" for s in features.SPLITS if s not in there]
+    else:
+        missing = [] if tf.io.gfile.exists(labels) else [LABELS_FILE]
+        missing += [f"{s}/" for s in features.SPLITS
+                    if not tf.io.gfile.isdir(os.path.join(examples_dir, s))]
     if missing:
         raise ExamplesDirError(
             f"{examples_dir!r} lacks {', '.join(missing)}: --examples-dir must be a "
             "<tfrecords dir>/<fingerprint>/ folder written by ingestion (or pass "
             "--data-dir to convert an image folder)")
-    with tf.io.gfile.GFile(labels) as f:
-        names = parse_labels(f.read())
+    if object_store.is_object_store(labels):
+        names = parse_labels(object_store.read_bytes(labels).decode())
+    else:
+        with tf.io.gfile.GFile(labels) as f:
+            names = parse_labels(f.read())
     if len(names) < 2:
         raise ExamplesDirError(f"{labels} lists {len(names)} class(es); need at least 2")
     return names
@@ -190,9 +234,36 @@ def add_runtime_parameters(pipeline: Any) -> dict[str, int | float]:
     return defaults
 
 
+def add_store_access(pipeline_spec: dict[str, Any], access: StoreAccess) -> dict[str, Any]:
+    """Gives every step the object store's endpoint (an env var of its container) and
+    credentials (the secret as env vars, through the Kubernetes platform spec that the Kubeflow
+    Pipelines backend applies, as kfp-kubernetes' use_secret_as_env writes it).
+
+    Args:
+      pipeline_spec: the compiled PipelineSpec (changed in place).
+      access: the endpoint and the secret.
+
+    Returns:
+      The PlatformSpec document that goes after the PipelineSpec in the YAML.
+    """
+    executors = {name: executor["container"]
+                 for name, executor in pipeline_spec["deploymentSpec"]["executors"].items()
+                 if "container" in executor}
+    if access.endpoint:
+        for container in executors.values():
+            container.setdefault("env", []).append(
+                {"name": "AWS_ENDPOINT_URL", "value": access.endpoint})
+    secret_as_env = [{"secretName": access.secret, "keyToEnv": [
+        {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+        {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}]
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {
+        name: {"secretAsEnv": secret_as_env} for name in executors}}}}}
+
+
 def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str], image: str,
                      output_file: str, pipeline_root: str | None = None,
-                     serving_check: str = SESSION_CHECK) -> str:
+                     serving_check: str = SESSION_CHECK,
+                     store_access: StoreAccess | None = None) -> str:
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
 
     The spec is PipelineSpec schema 2.1 (what kfp 2.x compiles and the Kubeflow Pipelines 2.x
@@ -207,6 +278,7 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
         take), anything else (.json) for the whole PipelineJob (Vertex AI's format).
       pipeline_root: the artifacts' root, named in both (default cfg.pipeline_root).
       serving_check: "session" (ServingCheck) or "kubernetes" (TFX's InfraValidator).
+      store_access: how the steps reach s3:// and minio:// locations, if any (.yaml only).
 
     Returns:
       output_file.
@@ -237,9 +309,12 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     parent = os.path.dirname(output_file)
     if parent:
         tf.io.gfile.makedirs(parent)
+    documents = [job["pipelineSpec"]]
+    if store_access:
+        documents.append(add_store_access(job["pipelineSpec"], store_access))
     with tf.io.gfile.GFile(output_file, "w") as f:
         if output_file.endswith(YAML_SUFFIXES):
-            f.write(yaml.safe_dump(job["pipelineSpec"], sort_keys=True))
+            f.write(yaml.safe_dump_all(documents, sort_keys=True))
         else:
             f.write(json.dumps(job, indent=2, sort_keys=True))
     return output_file
@@ -261,6 +336,36 @@ def submit(package: str, host: str | None, pipeline_root: str) -> str:
     result = kfp.Client(host=host).create_run_from_pipeline_package(
         package, pipeline_root=pipeline_root)
     return result.run_id
+
+
+def store_access(args: argparse.Namespace, read_in_pods: dict[str, str], output_file: str
+                 ) -> StoreAccess | None:
+    """How the steps reach the s3:// and minio:// locations among read_in_pods, if any.
+
+    Args:
+      args: the parsed flags (--s3-endpoint, --s3-secret).
+      read_in_pods: flag -> the location the steps read or write themselves.
+      output_file: the spec's path; the object stores need a Kubeflow Pipelines .yaml.
+
+    Returns:
+      The access to compile in, or None when no location is on an object store.
+
+    Raises:
+      StorageError: such a location with a .json (Vertex AI) spec.
+    """
+    from pipeline import object_store
+
+    on_store = {flag: path for flag, path in read_in_pods.items()
+                if object_store.is_object_store(path)}
+    if not on_store:
+        return None
+    if not output_file.endswith(YAML_SUFFIXES):
+        flag, path = next(iter(on_store.items()))
+        raise StorageError(f"{flag} {path}: s3:// and minio:// locations are for Kubeflow "
+                           "Pipelines (a .yaml --output-file); Vertex AI reads gs://")
+    minio = any(path.startswith("minio://") for path in on_store.values())
+    return StoreAccess(args.s3_endpoint or (KFP_MINIO_ENDPOINT if minio else None),
+                       args.s3_secret)
 
 
 def _check_kubeflow_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
@@ -308,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ingestion.beam_options import beam_pipeline_args
     from ingestion.convert import IngestError
+    from pipeline import object_store
     from pipeline.data_source import DataSourceError, ingest
     from pipeline.run_local import configure_logging
 
@@ -321,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         read_in_pods["--base-weights"] = cfg.base_weights
     try:
         check_storage("--pipeline-root", pipeline_root, pipeline_root=True)
-        for flag, path in [*read_in_pods.items(), ("--examples-dir", args.examples_dir or ""),
-                           ("--output-dir", cfg.output_dir), ("--output-file", output_file)]:
+        for flag, path in [*read_in_pods.items(), ("--examples-dir", args.examples_dir or "")]:
+            check_storage(flag, path, staged=True)
+        for flag, path in [("--output-dir", cfg.output_dir), ("--output-file", output_file)]:
             check_storage(flag, path)
         if args.examples_dir:
             examples_dir = absolute(args.examples_dir)
@@ -331,13 +438,15 @@ def main(argv: list[str] | None = None) -> int:
             ingested = ingest(cfg, beam_args or beam_pipeline_args(cfg.beam_workers))
             examples_dir, class_names = ingested.output_dir, ingested.report["classes"]
         read_in_pods["--examples-dir"] = examples_dir
+        access = store_access(args, read_in_pods, output_file)
         for flag, path in read_in_pods.items():
             if "://" not in path:
                 print(f"note: {flag} {path} is local: the components' pods must see it at this "
                       "path (a mounted volume, or baked into the image)", file=sys.stderr)
         compile_pipeline(cfg, examples_dir, class_names, args.image, output_file, pipeline_root,
-                         args.serving_check)
-    except (ExamplesDirError, IngestError, DataSourceError, StorageError) as e:
+                         args.serving_check, access)
+    except (ExamplesDirError, IngestError, DataSourceError, StorageError,
+            object_store.ObjectStoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (tf.errors.OpError, OSError) as e:  # e.g. gs:// unreachable or not permitted

@@ -32,6 +32,8 @@ try:
 except DataUnavailable as error:
     SHARED, _DATA_ERROR = configured_shared(), str(error)
 MINI = SHARED / "data" / "cats_vs_dogs_mini"
+# Six classes of real scene photos (60 train, 25 validation each); in ../shared only.
+SCENES = SHARED / "data" / "scenes_mini"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
 ALPHA = 0.5
 # The smallest shipped base, for models exported without training (serving tests).
@@ -201,3 +203,33 @@ def reference(exported_model: ExportedModel, images: list[bytes]) -> dict[str, n
     from tests.serving_helpers import in_process
 
     return in_process(exported_model.version_dir, images)
+
+
+S3_BUCKET = "mlpipeline"  # open-source Kubeflow's
+
+
+@pytest.fixture
+def s3_store(monkeypatch: pytest.MonkeyPatch):
+    """moto's S3 server on loopback with bucket S3_BUCKET, and the environment boto3 reads
+    (endpoint, credentials) pointing at it.
+
+    Args:
+      monkeypatch: pytest's, for the environment.
+
+    Returns:
+      A boto3 client of the server (a generator: the server stops after the test).
+    """
+    from moto.server import ThreadedMotoServer
+
+    from pipeline import object_store
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                        "AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123"}.items():
+        monkeypatch.setenv(name, value)
+    s3 = object_store.client(f"minio://{S3_BUCKET}")
+    s3.create_bucket(Bucket=S3_BUCKET)
+    yield s3
+    server.stop()

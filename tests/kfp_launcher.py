@@ -13,6 +13,8 @@ backend/src/v2/driver/driver.go.
    backend/src/v2/compiler/argocompiler/container.go:142-150), and points the executor output
    file at the launcher's local path of the task root (D:791-799). The executor input keeps the
    remote URIs (L:1051-1075: `{{$}}` is the executor input as it is); the step maps them itself.
+   The pod gets its container's env and the secrets the Kubernetes platform spec maps to env
+   vars (pod_environment; the driver's kubernetes_executor_config, which kfp.local ignores).
 2. The launcher downloads every input artifact, a whole prefix, to its local path before the
    command starts (L:691, L:927-1004, LocalPathForURI L:1239-1253).
 3. It creates the parent folder of each output artifact's local path, and nothing else
@@ -44,6 +46,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline import object_store
+
 LAUNCHER_COMMIT = "7b70c7b95f6832772efd6fd0029a4024491a0f44"  # master, 2026-08-21
 # L:1239-1253, LocalPathForURI: the local path of each object-store scheme.
 LOCAL_PATHS = {"gs": "/gcs/", "s3": "/s3/", "minio": "/minio/"}
@@ -52,53 +56,39 @@ OUTPUT_METADATA_NAME = "output_metadata.json"
 # D:747-759: the launcher's own output, the step's log.
 EXECUTOR_LOGS = "executor-logs"
 INVOCATION_FLAG = "--json_serialized_invocation_args"
+CLASS_FLAG = "--executor_class_path"
 
 
 class ObjectStore:
-    """An S3 protocol endpoint (moto's server on loopback here, MinIO on a cluster) seen through
-    boto3, with the launcher's whole-prefix downloads and recursive uploads."""
+    """An S3 protocol endpoint (moto's server on loopback here, MinIO on a cluster), with the
+    launcher's whole-prefix downloads and recursive uploads (pipeline/object_store.py's, which
+    the steps' entry point also uses for the locations it stages itself)."""
 
     def __init__(self, endpoint: str, scheme: str = "minio") -> None:
         """Connects to endpoint (http://127.0.0.1:PORT) for URIs of scheme (minio or s3)."""
         import boto3
 
-        self.scheme = scheme
+        self.scheme, self.endpoint = scheme, endpoint
+        self.credentials = {"AWS_ACCESS_KEY_ID": "minio", "AWS_SECRET_ACCESS_KEY": "minio123"}
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                                   aws_access_key_id="minio", aws_secret_access_key="minio123")
+                                   aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"])
 
     def split(self, uri: str) -> tuple[str, str]:
         """(bucket, key) of scheme://bucket/key."""
-        rest = uri.removeprefix(f"{self.scheme}://").split("?", 1)[0]
-        bucket, _, key = rest.partition("/")
-        return bucket, key
+        return object_store.split(uri)
 
     def keys(self, uri: str) -> list[str]:
         """Every key at or under uri."""
-        bucket, key = self.split(uri)
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])
-                if o["Key"] == key or o["Key"].startswith(key.rstrip("/") + "/")]
+        return object_store.keys(self.client, uri)
 
     def download(self, uri: str, local: Path) -> int:
         """Downloads the object or prefix at uri to local; returns the number of files."""
-        bucket, key = self.split(uri)
-        keys = self.keys(uri)
-        for name in keys:
-            target = local if name == key else local / name[len(key):].lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(bucket, name, str(target))
-        return len(keys)
+        return object_store.download(self.client, uri, local)
 
     def upload(self, local: Path, uri: str) -> int:
         """Uploads a file, or a folder recursively, to uri; returns the number of files."""
-        bucket, key = self.split(uri)
-        if local.is_file():
-            self.client.upload_file(str(local), bucket, key)
-            return 1
-        files = [p for p in sorted(local.rglob("*")) if p.is_file()]
-        for path in files:
-            self.client.upload_file(str(path), bucket, f"{key}/{path.relative_to(local)}")
-        return len(files)
+        return object_store.upload(self.client, local, uri)
 
     def read_json(self, uri: str) -> dict[str, Any]:
         """The JSON object at uri."""
@@ -109,6 +99,35 @@ class ObjectStore:
         """Writes value as JSON at uri."""
         bucket, key = self.split(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(value).encode())
+
+
+def pod_environment(spec: Path, secrets: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The environment the backend gives each step's container, from the compiled YAML: the
+    container's env, and the secrets its Kubernetes platform spec maps to env vars (which the
+    KFP driver applies to the pod; kfp.local ignores both).
+
+    Args:
+      spec: the compiled PipelineSpec YAML (and its PlatformSpec document, if any).
+      secrets: secret name -> key -> value (what the cluster would hold).
+
+    Returns:
+      executor class path (the step's `--executor_class_path`) -> env.
+    """
+    import yaml
+
+    pipeline, *rest = yaml.safe_load_all(spec.read_text())
+    kubernetes = (rest[0] if rest else {}).get("platforms", {}).get("kubernetes", {})
+    configs = kubernetes.get("deploymentSpec", {}).get("executors", {})
+    by_class = {}
+    for name, executor in pipeline["deploymentSpec"]["executors"].items():
+        container = executor.get("container", {})
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        for secret in configs.get(name, {}).get("secretAsEnv", []):
+            for key in secret["keyToEnv"]:
+                env[key["envVar"]] = secrets[secret["secretName"]][key["secretKey"]]
+        args = container.get("args", [])
+        by_class[args[args.index(CLASS_FLAG) + 1]] = env
+    return by_class
 
 
 def local_path(uri: str) -> str:
@@ -148,12 +167,14 @@ def _chown_tree(path: Path, user: str) -> None:
             os.chown(name, uid, gid)
 
 
-def launcher_handler(store: ObjectStore, scratch: Path) -> type:
+def launcher_handler(store: ObjectStore, scratch: Path,
+                     environment: dict[str, dict[str, str]] | None = None) -> type:
     """A kfp.local DockerTaskHandler that runs each step inside the launcher's cycle.
 
     Args:
       store: the pipeline root's object store.
       scratch: where each step's pod file system is made (and deleted after the step).
+      environment: each step's env by executor class path (pod_environment).
 
     Returns:
       The handler class, to put in place of kfp.local.docker_task_handler.DockerTaskHandler.
@@ -190,6 +211,9 @@ def launcher_handler(store: ObjectStore, scratch: Path) -> type:
                           for top in pod.iterdir()]
                 run_args = dict(self.runner.container_run_args)
                 run_args["mounts"] = [*run_args.get("mounts", []), *mounts]
+                if CLASS_FLAG in command and environment:
+                    step_env = environment[command[command.index(CLASS_FLAG) + 1]]
+                    run_args["environment"] = {**run_args.get("environment", {}), **step_env}
                 client = docker.from_env()
                 logs = in_pod(f"{task_root}/{EXECUTOR_LOGS}")
                 try:  # step 4

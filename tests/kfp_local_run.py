@@ -20,15 +20,18 @@ What kfp.local drops, and this harness puts back (nothing else is patched):
   before `wait()` as a success; a TFX executor writes executor_output.json only when it
   finishes, so the harness reads every task's file itself.
 
-What only a cluster covers: Argo and the KFP driver and launcher (input download and output
-upload for object-store roots, ExampleGen's pre-cache driver), the KFP API server, caching,
-retries, Kubernetes (pods, runAsNonRoot, resources), and credentials for GCS or MinIO.
+On a minio:// root (moto's S3 server on loopback), the launcher's cycle around each step, the
+container env and the platform spec's secrets are played by tests/kfp_launcher.py.
+
+What only a cluster covers: Argo and the real KFP driver and launcher, the KFP API server,
+caching, retries, Kubernetes (pods, runAsNonRoot, resources), GCS and a real MinIO.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -147,7 +150,7 @@ def compile_spec(image: str, shared: Path, work: Path, pipeline_root: str
 
 
 def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path,
-             object_store_root: str | None = None) -> None:
+             object_store_root: str | None = None, **container_run_args: Any) -> None:
     """Runs the compiled YAML with kfp.local's DockerRunner.
 
     Args:
@@ -156,6 +159,7 @@ def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path,
       root: kfp.local's local pipeline root (bind-mounted into every task by kfp.local).
       object_store_root: instead, this pipeline root in an object store, whose artifacts the
         launcher cycle (tests/kfp_launcher.py, installed by the caller) moves.
+      **container_run_args: more of the DockerRunner's container arguments.
     """
     import docker
     from kfp import components, local
@@ -166,8 +170,8 @@ def run_spec(spec: Path, mounts: list[tuple[Path, bool]], root: Path,
     root.chmod(0o1777)
     binds = [docker.types.Mount(target=str(p), source=str(p), type="bind", read_only=not rw)
              for p, rw in mounts]
-    local.init(runner=local.DockerRunner(user=USER, mounts=binds), pipeline_root=str(root),
-               raise_on_error=True)
+    local.init(runner=local.DockerRunner(user=USER, mounts=binds, **container_run_args),
+               pipeline_root=str(root), raise_on_error=True)
     if object_store_root:  # kfp.local.init makes any root a local absolute path
         config.LocalExecutionConfig.instance.pipeline_root = object_store_root
     components.load_component_from_file(str(spec))()
@@ -204,7 +208,7 @@ def task_outputs(spec: Path, read: Reader) -> dict[str, dict[str, Any]]:
     import yaml
     from kfp.local.executor_input_utils import get_local_task_resource_name
 
-    pipeline = yaml.safe_load(spec.read_text())
+    pipeline = next(yaml.safe_load_all(spec.read_text()))
     outputs, problems = {}, []
     for task, task_spec in pipeline["root"]["dag"]["tasks"].items():
         component = task_spec["componentRef"]["name"]
@@ -230,15 +234,15 @@ def artifact(outputs: dict[str, dict[str, Any]], task: str, key: str) -> dict[st
 
 
 def check_run(checks: Checks, spec: Path, read: Reader, exists: Callable[[str], bool],
-              serving: Path, shared: Path) -> None:
+              fetch: Callable[[str], Path], shared: Path) -> None:
     """The run's checks: every task finished, both blessings, the push, the pushed model.
 
     Args:
       checks: where the outcomes go.
       spec: the compiled PipelineSpec.
       read: a task folder's executor output (see task_outputs).
-      exists: whether a file exists at a URI or path under the pipeline root.
-      serving: the serving dir the Pusher wrote.
+      exists: whether a file exists at a URI or path (the pipeline root's, the serving dir's).
+      fetch: a local copy of the pushed version (its path or URI).
       shared: the test data root.
     """
     outputs = checks.check("every task wrote its executor_output.json with all its outputs",
@@ -269,14 +273,17 @@ def check_run(checks: Checks, spec: Path, read: Reader, exists: Callable[[str], 
     def answers() -> str:
         result = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "check-pushed-model"), "--version-dir",
-             str(destination), *map(str, photos)], capture_output=True, text=True, timeout=600)
+             str(fetch(destination)), *map(str, photos)], capture_output=True, text=True,
+            timeout=600)
         assert result.returncode == 0, (result.stdout + result.stderr)[-600:]
         return result.stdout.strip().splitlines()[-1]
 
+    def in_serving_dir() -> str:
+        assert exists(f"{destination}/saved_model.pb"), f"no {destination}/saved_model.pb"
+        return destination
+
+    checks.check("the version is in the serving dir, whole", in_serving_dir)
     checks.check("the pushed version loads as TF Serving loads it and answers", answers)
-    checks.check("the version is in the serving dir",
-                 lambda: str(next(p for p in (serving / "image_classifier").iterdir()
-                                  if p.name.isdigit())))
 
 
 def run_on_local_root(checks: Checks, image: str, shared: Path, work: Path) -> None:
@@ -291,17 +298,19 @@ def run_on_local_root(checks: Checks, image: str, shared: Path, work: Path) -> N
     mounts = [(examples, False), (shared / "weights" / SMALL_WEIGHTS, False), (serving, True)]
     if checks.check(f"[local root] kfp.local's DockerRunner ran the compiled spec in {image} "
                     "as uid 1000", lambda: run_spec(spec, mounts, root)):
-        check_run(checks, spec, local_reader(root), lambda path: Path(path).exists(), serving,
+        check_run(checks, spec, local_reader(root), lambda path: Path(path).exists(), Path,
                   shared)
 
 
 def run_on_minio_root(checks: Checks, image: str, shared: Path, work: Path) -> None:
-    """The compiled pipeline on a minio:// pipeline root (moto's S3 server on loopback), each
-    step inside the KFP launcher's download-run-upload cycle (tests/kfp_launcher.py)."""
+    """The compiled pipeline on open-source Kubeflow's storage: the pipeline root, the examples,
+    the base weights and the serving dir all in a MinIO bucket (moto's S3 server on loopback),
+    each step inside the KFP launcher's download-run-upload cycle (tests/kfp_launcher.py)."""
     import boto3  # noqa: F401  (fails here, not in a thread, if the dev tools are missing)
     from kfp.local import docker_task_handler
     from moto.server import ThreadedMotoServer
 
+    from pipeline import run_kubeflow
     from tests import kfp_launcher
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -310,22 +319,47 @@ def run_on_minio_root(checks: Checks, image: str, shared: Path, work: Path) -> N
         host, port = server.get_host_and_port()
         store = kfp_launcher.ObjectStore(f"http://{host}:{port}", scheme="minio")
         store.client.create_bucket(Bucket=MINIO_BUCKET)
-        compiled = checks.check(
-            f"[{MINIO_ROOT}] tfx-image-transfer-kubeflow compiles the pipeline for the mini set",
-            lambda: compile_spec(image, shared, work, MINIO_ROOT))
-        if not compiled:
+        bucket = f"minio://{MINIO_BUCKET}"
+        spec = work / "pipeline.yaml"
+
+        def compile_on_minio() -> str:
+            # Ingestion writes the TFRecords locally; the user copies them and the weights to
+            # the bucket and compiles with every location there, reading it through the S3 API.
+            _, examples, _ = compile_spec(image, shared, work / "ingest", MINIO_ROOT)
+            store.upload(examples, f"{bucket}/data/{examples.name}")
+            store.upload(shared / "weights" / SMALL_WEIGHTS, f"{bucket}/weights/{SMALL_WEIGHTS}")
+            argv = ["--image", image, "--examples-dir", f"{bucket}/data/{examples.name}",
+                    "--base-weights", f"{bucket}/weights/{SMALL_WEIGHTS}",
+                    "--serving-dir", f"{bucket}/serving", "--pipeline-root", MINIO_ROOT,
+                    "--s3-endpoint", store.endpoint, "--output-file", str(spec),
+                    "--output-dir", str(work / "outputs"), *FAST_FLAGS]
+            env = {"AWS_ENDPOINT_URL": store.endpoint, **store.credentials}
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                assert run_kubeflow.main(argv) == 0, "tfx-image-transfer-kubeflow failed"
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.update({k: v})
+            return f"examples, weights and serving dir in {bucket}"
+
+        if not checks.check(f"[{MINIO_ROOT}] tfx-image-transfer-kubeflow compiles the pipeline "
+                            "with every location in the bucket", compile_on_minio):
             return
-        spec, examples, serving = compiled
         scratch = work / "pods"
         scratch.mkdir()
-        docker_task_handler.DockerTaskHandler = kfp_launcher.launcher_handler(store, scratch)
+        # The secret Kubeflow keeps MinIO's credentials in, as the cluster would hold it.
+        secrets = {run_kubeflow.KFP_MINIO_SECRET: {
+            "accesskey": store.credentials["AWS_ACCESS_KEY_ID"],
+            "secretkey": store.credentials["AWS_SECRET_ACCESS_KEY"]}}
+        docker_task_handler.DockerTaskHandler = kfp_launcher.launcher_handler(
+            store, scratch, kfp_launcher.pod_environment(spec, secrets))
         kfp_launcher.read_outputs_from(store)
-        mounts = [(examples, False), (shared / "weights" / SMALL_WEIGHTS, False),
-                  (serving, True)]
+        # The pods reach the bucket at 127.0.0.1 on the host's network: no host path is mounted.
         ran = checks.check(
             f"[{MINIO_ROOT}] kfp.local ran every step in {image} as uid 1000 between the "
             "launcher's download and upload (moto's S3 server on loopback)",
-            lambda: run_spec(spec, mounts, work / "kfp_root", MINIO_ROOT))
+            lambda: run_spec(spec, [], work / "kfp_root", MINIO_ROOT, network_mode="host"))
         if not ran:
             return
         [run] = {key.split("/")[2] for key in store.keys(f"{MINIO_ROOT}/")}
@@ -334,10 +368,15 @@ def run_on_minio_root(checks: Checks, image: str, shared: Path, work: Path) -> N
             uri = f"{MINIO_ROOT}/{run}/{folder}/executor_output.json"
             return store.read_json(uri) if store.keys(uri) else None
 
-        check_run(checks, spec, read, lambda uri: bool(store.keys(uri)), serving, shared)
+        def fetch(uri: str) -> Path:
+            local = work / "fetched" / uri.rsplit("/", 1)[-1]
+            assert store.download(uri, local) > 0, f"nothing at {uri}"
+            return local
+
+        check_run(checks, spec, read, lambda uri: bool(store.keys(uri)), fetch, shared)
         checks.check(f"[{MINIO_ROOT}] a file a step writes outside its output artifacts is lost",
                      lambda: kfp_launcher.probe_lost_files(store, image, USER, scratch,
-                                                           f"minio://{MINIO_BUCKET}/probe"))
+                                                           f"{bucket}/probe"))
     finally:
         server.stop()
 

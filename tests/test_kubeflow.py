@@ -22,6 +22,7 @@ import kfp
 import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
+from kfp.components import load_component_from_file
 from kfp.pipeline_spec import pipeline_spec_pb2 as kfp_spec
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
@@ -61,7 +62,7 @@ SERVING = "gs://bucket/serving"
 CLASSES = ["cats", "dogs"]
 EXECUTOR_COMMAND = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 KUBEFLOW_FLAGS = {"--image", "--examples-dir", "--pipeline-root", "--output-file", "--submit",
-                  "--host", "--serving-check"}
+                  "--host", "--serving-check", "--s3-endpoint", "--s3-secret"}
 # The step whose InfraBlessing gates the push, by --serving-check.
 CHECK_NODE = {SESSION_CHECK: "ServingCheck", KUBERNETES_CHECK: "InfraValidator"}
 PROJECT_PACKAGES = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -489,8 +490,10 @@ def test_locations_the_pods_cannot_use_are_one_line_errors(tmp_path, capsys):
         ([], "/pipeline_root is local"),  # the default root, OUTPUT_DIR/pipeline_root
         (["--pipeline-root", str(tmp_path / "root")], "is local: Kubeflow Pipelines"),
         (["--pipeline-root", "ram://root"], "a pipeline root must be in gs:// or s3:// or minio://"),
-        (["--pipeline-root", ROOT, "--serving-dir", "s3://bucket/serving"],
-         "--serving-dir s3://bucket/serving/"),
+        (["--pipeline-root", ROOT, "--serving-dir", "s3://bucket/serving", "--output-file",
+          str(tmp_path / "p.json")], "s3:// and minio:// locations are for Kubeflow Pipelines"),
+        (["--pipeline-root", ROOT, "--output-dir", "minio://bucket/out"],
+         "--output-dir minio://bucket/out: TensorFlow"),
         (["--pipeline-root", ROOT, "--output-file", "s3://bucket/p.yaml"], "--output-file s3://"),
     ]:
         assert run_kubeflow.main([*base, *flags]) == 2, flags
@@ -509,6 +512,62 @@ def test_minio_and_s3_pipeline_roots_compile(tmp_path, capsys):
                                   root, "--serving-dir", "/mnt/serving", "--output-file",
                                   str(out)]) == 0, capsys.readouterr().err
         assert yaml.safe_load(out.read_text())["defaultPipelineRoot"] == root
+
+
+def test_examples_weights_and_serving_dir_on_minio_compile_with_the_pods_access(
+        tmp_path, capsys, s3_store):
+    from pipeline import object_store
+
+    examples = "minio://mlpipeline/data/tfrecords/abc"
+    local = fake_examples_dir(tmp_path / "examples", CLASSES)
+    for split in features.SPLITS:  # an object store has no empty folders
+        (local / split / "data.tfrecord").write_bytes(b"")
+    object_store.upload(s3_store, local, examples)
+    out = tmp_path / "p.yaml"
+    argv = ["--image", IMAGE, "--examples-dir", examples, "--pipeline-root",
+            "minio://mlpipeline/v2/artifacts", "--serving-dir", "minio://mlpipeline/serving",
+            "--base-weights", "minio://mlpipeline/weights/w.h5", "--output-file", str(out)]
+    assert run_kubeflow.main(argv) == 0, capsys.readouterr().err
+    assert f"examples {examples} (classes {CLASSES})" in capsys.readouterr().out
+    pipeline_doc, platform_doc = yaml.safe_load_all(out.read_text())
+    spec = json_format.ParseDict(pipeline_doc, kfp_spec.PipelineSpec())  # strict
+    platform = json_format.ParseDict(platform_doc, kfp_spec.PlatformSpec())
+    by_executor = json_format.MessageToDict(
+        platform.platforms["kubernetes"].deployment_spec)["executors"]
+    assert set(by_executor) == set(executors(spec))
+    for name, executor in executors(spec).items():
+        assert [(e.name, e.value) for e in executor.container.env] == [
+            ("AWS_ENDPOINT_URL", run_kubeflow.KFP_MINIO_ENDPOINT)], name
+        [secret] = by_executor[name]["secretAsEnv"]
+        assert secret["secretName"] == run_kubeflow.KFP_MINIO_SECRET
+        assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID",
+                                                             "AWS_SECRET_ACCESS_KEY"}
+    text = out.read_text()
+    assert "minio://mlpipeline/serving/image_classifier" in text
+    assert "minio://mlpipeline/weights/w.h5" in text
+    # kfp's own loader reads both documents.
+    assert load_component_from_file(str(out)).platform_spec.platforms["kubernetes"]
+    # An s3:// serving dir alone: AWS's endpoint unless one is given.
+    argv = ["--image", IMAGE, "--examples-dir", str(local), "--pipeline-root", ROOT,
+            "--serving-dir", "s3://bucket/serving", "--s3-secret", "aws-creds",
+            "--output-file", str(out)]
+    assert run_kubeflow.main(argv) == 0, capsys.readouterr().err
+    pipeline_doc, platform_doc = yaml.safe_load_all(out.read_text())
+    assert not any(e["container"].get("env")
+                   for e in pipeline_doc["deploymentSpec"]["executors"].values())
+    assert "aws-creds" in yaml.safe_dump(platform_doc)
+
+
+def test_object_store_examples_this_command_cannot_read_are_one_line_errors(
+        tmp_path, capsys, s3_store, monkeypatch):
+    base = ["--image", IMAGE, "--pipeline-root", ROOT, "--output-file", str(tmp_path / "p.yaml")]
+    assert run_kubeflow.main([*base, "--examples-dir", "minio://mlpipeline/none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks labels.txt, train/, eval/, test/" in err[0], err
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert run_kubeflow.main([*base, "--examples-dir", "minio://mlpipeline/none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "set AWS_ENDPOINT_URL" in err[0], err
 
 
 def test_unreachable_object_storage_is_a_one_line_error(tmp_path, capsys):

@@ -4,8 +4,19 @@ launcher's local paths going in, the remote URIs given back in the executor outp
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
-from pipeline.kubeflow_entrypoint import launcher_path, localize, restore_remote_uris
+import pytest
+
+from pipeline import object_store
+from pipeline.kubeflow_entrypoint import (
+    launcher_path,
+    localize,
+    restore_remote_uris,
+    stage_parameter_locations,
+    upload_changes,
+)
 
 
 def test_launcher_paths_per_scheme(tmp_path):
@@ -82,3 +93,65 @@ def test_a_component_output_of_that_name_and_another_type_stays(tmp_path):
         "uri": "minio://b/r/T/executor-logs"}]}
     localize(given, gcs_staged=False, root=str(tmp_path))
     assert "executor-logs" in given["outputs"]["artifacts"]
+
+
+def test_parameter_locations_are_staged_and_changes_copied_back(s3_store, tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "saved_model.pb").write_bytes(b"one")
+    (tmp_path / "w.h5").write_bytes(b"weights")
+    object_store.upload(s3_store, tmp_path / "v1", "minio://mlpipeline/serving/m/1")
+    object_store.upload(s3_store, tmp_path / "w.h5", "minio://mlpipeline/weights/w.h5")
+    given = {"inputs": {"parameterValues": {
+        "serving_model_dir": "minio://mlpipeline/serving/m",
+        "push_destination": json.dumps({"filesystem": {"base_directory": "minio://mlpipeline/serving/m"}}),
+        "custom_config": json.dumps({"training": {"base_weights": "minio://mlpipeline/weights/w.h5"}}),
+        "input_base": "minio://mlpipeline/nothing/here", "epochs": 3, "other": "minio://mlpipeline/serving/mm"}}}
+    staged = stage_parameter_locations(given, str(tmp_path / "staged"))
+    local = {s.remote: s.local for s in staged}
+    assert sorted(local) == ["minio://mlpipeline/nothing/here", "minio://mlpipeline/serving/m",
+                             "minio://mlpipeline/serving/mm", "minio://mlpipeline/weights/w.h5"]
+    parameters = given["inputs"]["parameterValues"]
+    serving = local["minio://mlpipeline/serving/m"]
+    assert parameters["serving_model_dir"] == str(serving)
+    assert json.loads(parameters["push_destination"])["filesystem"]["base_directory"] == str(
+        serving)
+    weights = json.loads(parameters["custom_config"])["training"]["base_weights"]
+    assert Path(weights).read_bytes() == b"weights"
+    assert (serving / "1" / "saved_model.pb").read_bytes() == b"one"
+    assert parameters["other"] == str(local["minio://mlpipeline/serving/mm"])  # not inside .../m
+    assert parameters["epochs"] == 3
+    assert not Path(parameters["input_base"]).exists()  # nothing there: nothing made
+    # The step adds a version; only its files go back.
+    (serving / "2" / "variables").mkdir(parents=True)
+    (serving / "2" / "saved_model.pb").write_bytes(b"two")
+    (serving / "2" / "variables" / "variables.index").write_bytes(b"index")
+    assert upload_changes(staged) == 2
+    assert object_store.keys(s3_store, "minio://mlpipeline/serving") == [
+        "serving/m/1/saved_model.pb", "serving/m/2/saved_model.pb",
+        "serving/m/2/variables/variables.index"]
+
+
+def test_an_unreachable_store_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    given = {"inputs": {"parameterValues": {"serving_model_dir": "minio://mlpipeline/serving"}}}
+    with pytest.raises(object_store.ObjectStoreError, match="set AWS_ENDPOINT_URL"):
+        stage_parameter_locations(given, str(tmp_path))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(object_store.ObjectStoreError) as raised:
+        stage_parameter_locations(given, str(tmp_path))
+    assert "\n" not in str(raised.value) and "minio://mlpipeline/serving" in str(raised.value)
+
+
+def test_a_saved_model_graph_is_uploaded_after_its_variables(tmp_path):
+    calls = []
+
+    class Recorder:
+        def upload_file(self, path, bucket, key):
+            calls.append(key)
+
+    (tmp_path / "variables").mkdir()
+    for name in ("saved_model.pb", "variables/variables.index", "fingerprint.pb"):
+        (tmp_path / name).write_bytes(b"x")
+    assert object_store.upload(Recorder(), tmp_path, "s3://b/m/7") == 3
+    assert calls[-1] == "m/7/saved_model.pb" and len(set(calls)) == 3
