@@ -9,12 +9,14 @@ on the same photos, weights and splits, side by side in one run.
 1. The image folder is converted once, as the pipeline's ingestion does (train / eval / test).
 2. plain: "Transfer learning and fine-tuning" as written, in plain Keras: image_dataset_from_
    directory at 160 px over a folder tree of the same split (symlinks), 10 epochs at Adam 1e-4
-   with the base frozen, then 10 at RMSprop 1e-5 from layer 100; the last epoch is kept.
+   with the base frozen, then 10 at RMSprop 1e-5 from layer 100; the last epoch is kept. With
+   more than two classes, one logit per class (softmax cross-entropy) in place of the one.
 3. tutorial / default: the pipeline's Trainer (trainer.task.train_and_export, what the TFX Trainer
    runs) with `--recipe tutorial` and the default recipe, on the converted TFRecords. Its exported
    SavedModel (what the Pusher pushes) is scored through its serving signature.
 
-Prints, per run: validation (eval split) and test accuracy, the test confusion matrix, each
+Prints, per run: validation (eval split) and test accuracy (with its 95% Wilson interval in
+the table), the test confusion matrix, each
 phase's wall time, the Trainer's total wall and CPU time (export included for the pipeline
 runs); then the ratios pipeline-tutorial / plain and default / tutorial, and a markdown table
 for benchmarks/RESULTS.md. CPU time (user + system of this process) is the fairer ratio on a
@@ -112,6 +114,7 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
             seed=seed).prefetch(tf.data.AUTOTUNE)
 
     train, validation, test = load("train", True), load("eval", False), load("test", False)
+    classes = len(train.class_names)
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
                                 keras.layers.RandomRotation(TUTORIAL_ROTATION)])
     base = keras.applications.MobileNetV2(input_shape=size + (3,), include_top=False,
@@ -122,12 +125,17 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(TUTORIAL_DROPOUT)(x)
-    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    # Two classes: the tutorial's one logit. More: one logit per class, the same code otherwise.
+    model = keras.Model(inputs, keras.layers.Dense(1 if classes == 2 else classes)(x))
 
     def compile_with(optimizer: keras.optimizers.Optimizer) -> None:
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+        if classes == 2:
+            loss = keras.losses.BinaryCrossentropy(from_logits=True)
+            accuracy = keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
 
     compile_with(keras.optimizers.Adam(TUTORIAL_LEARNING_RATE))
     cpu_started = time.process_time()
@@ -146,8 +154,9 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
 
     def score(ds: tf.data.Dataset) -> tuple[float, list[list[int]]]:
         labels = np.concatenate([y.numpy() for _, y in ds])
-        predicted = (model.predict(ds, verbose=0)[:, 0] > 0).astype(int)
-        return float((labels == predicted).mean()), confusion(labels, predicted, 2)
+        logits = model.predict(ds, verbose=0)
+        predicted = (logits[:, 0] > 0).astype(int) if classes == 2 else logits.argmax(axis=1)
+        return float((labels == predicted).mean()), confusion(labels, predicted, classes)
 
     (eval_acc, eval_cm), (test_acc, test_cm) = score(validation), score(test)
     return {"image_size": TUTORIAL_IMAGE_SIZE, "phase1_s": phase1, "phase2_s": phase2,
@@ -203,14 +212,18 @@ def run_pipeline_trainer(recipe: str, conversion: Path, weights: str, alpha: flo
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
+    from components.report.evaluation import wilson_interval
+
     rows = ["| run | px | phase 1 s | phase 2 s | Trainer s | Trainer CPU s | eval acc "
-            "| test acc | test confusion |", "| --- " * 9 + "|"]
+            "| test acc (95% interval) | test confusion |", "| --- " * 9 + "|"]
     for name, r in results.items():
         phase2 = f"{r['phase2_s']:.0f}" if "phase2_s" in r else "-"
+        n = int(np.sum(r["test_confusion"]))
+        low, high = wilson_interval(int(np.trace(r["test_confusion"])), n)
         rows.append(f"| {name} | {r['image_size']} | {r['phase1_s']:.0f} | {phase2} | "
                     f"{r['trainer_s']:.0f} | {r['trainer_cpu_s']:.0f} | "
-                    f"{r['eval_accuracy']:.4f} | {r['test_accuracy']:.4f} | "
-                    f"{r['test_confusion']} |")
+                    f"{r['eval_accuracy']:.4f} | {r['test_accuracy']:.4f} of {n} "
+                    f"({low:.3f}-{high:.3f}) | {r['test_confusion']} |")
     return "\n".join(rows)
 
 

@@ -25,17 +25,12 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import json_utils, proto_utils
 
 from components.served_baseline import ServedBaselineEvaluatorExecutor
-from contract.knobs import GATE_KNOBS, TRAINER_KNOBS, range_problems
+from contract.knobs import GATE_KNOBS, GATE_TOLERANCE, TRAINER_KNOBS, range_problems
 from trainer.config import TrainingConfig
 from trainer.task import CONFIG_KEY
 
 # The metric the gate knobs set: its lower bound, and the most it may drop below the baseline's.
 GATED_METRIC = "accuracy"
-# TFMA computes accuracy in float32 (27 of 30 is 0.89999998) and compares it with the bounds in
-# float64, so an accuracy exactly at the lower bound, or a drop exactly at the allowed one, would
-# be refused. The bounds written into the eval config are widened by GATE_TOLERANCE: far less
-# than one photo of any test split under a million photos.
-GATE_TOLERANCE = 1e-6
 
 Knob = int | float | data_types.RuntimeParameter
 

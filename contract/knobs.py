@@ -70,3 +70,21 @@ def range_problems(values: Mapping[str, Any], as_flags: bool = True) -> list[str
     """
     return [f"{flag_name(k) if as_flags else k} {rule}" for k, (rule, check) in RANGES.items()
             if k in values and not check(values[k])]
+
+
+# TFMA computes accuracy in float32 (27 of 30 is 0.89999998) and compares it with the bounds in
+# float64, so an accuracy exactly at the lower bound, or a drop exactly at the allowed one, would
+# be refused. The bounds written into the eval config are widened by GATE_TOLERANCE: far less
+# than one photo of any test split under a million photos.
+GATE_TOLERANCE = 1e-6
+
+
+def meets_min_accuracy(accuracy: float, min_accuracy: float) -> bool:
+    """Whether accuracy (TFMA's, float32) meets --min-accuracy as the gate judges it."""
+    return accuracy >= min_accuracy - GATE_TOLERANCE
+
+
+def exceeds_max_drop(drop: float, max_accuracy_drop: float) -> bool:
+    """Whether a drop below the baseline's accuracy is more than --max-accuracy-drop allows,
+    as the gate judges it."""
+    return drop > max_accuracy_drop + GATE_TOLERANCE

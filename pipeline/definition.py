@@ -84,8 +84,13 @@ def serving_check_fingerprint() -> str:
                               "serving/errors.py")
 
 
+# More than two classes: how many of the likeliest classes top-k accuracy looks at (at most N-1).
+TOP_K = 3
+
+
 def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
-    """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion.
+    """TFMA on the test split: accuracy (gated), AUC, precision, recall, count, confusion;
+    with more than two classes, top-k accuracy and the one-vs-rest metrics per class.
 
     Args:
       cfg: the run's config (min_accuracy and max_accuracy_drop gate the accuracy).
@@ -115,7 +120,10 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
                     config_pb2.MetricConfig(class_name="ConfusionMatrixAtThresholds",
                                       config='{"thresholds": [0.5]}')]
     else:
-        metrics.append(config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
+        k = min(TOP_K, num_classes - 1)
+        metrics += [config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+                    config_pb2.MetricConfig(class_name="SparseTopKCategoricalAccuracy",
+                                            config=f'{{"k": {k}, "name": "top_{k}_accuracy"}}')]
         # One-vs-rest AUC/precision/recall, macro-averaged over the classes.
         specs.append(config_pb2.MetricsSpec(
             metrics=[config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -12,12 +11,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.report import REPORT_HTML, RunReport
+from components.report.evaluation import read_evaluation
 from components.report.history import epochs_run, kept_epoch, kept_value
 from components.report.mlmd import latest_run_executions, open_store, step_entry
-from components.run_knobs import GATE_TOLERANCE
 from components.served_baseline import SERVED_VERSION_KEY, baseline_entry
 from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
+from contract.knobs import exceeds_max_drop, meets_min_accuracy
 from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
 
@@ -28,31 +28,6 @@ def _outputs(store: metadata_store.MetadataStore, execution_id: int) -> list:
     events = store.get_events_by_execution_ids([execution_id])
     ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
     return store.get_artifacts_by_id(ids) if ids else []
-
-
-def overall_metrics(evaluation_uri: str) -> dict[str, float]:
-    """The overall-slice TFMA metrics of an Evaluator output, as {name: value}.
-
-    Args:
-      evaluation_uri: the ModelEvaluation artifact's uri.
-
-    Returns:
-      The metrics with a double value; empty if there is no overall slice.
-    """
-    import tensorflow_model_analysis as tfma
-
-    result = tfma.load_eval_result(evaluation_uri)
-    for slice_key, by_output in result.slicing_metrics:
-        if slice_key:
-            continue
-        flat: dict[str, float] = {}
-        for by_sub_key in by_output.values():
-            for metrics in by_sub_key.values():
-                for name, value in metrics.items():
-                    if isinstance(value, dict) and "doubleValue" in value:
-                        flat[name] = float(value["doubleValue"])
-        return flat
-    return {}
 
 
 def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
@@ -70,8 +45,10 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
       total_seconds: the run's wall time, in seconds.
 
     Returns:
-      The summary: ingestion, components (status, seconds), phase1/phase2_val_accuracy,
-      test_metrics, blessed, serving_check, pushed_to, report, baseline (ServedBaseline's
+      The summary: ingestion, classes, components (status, seconds),
+      phase1/phase2_val_accuracy, test_metrics (the report's overall metrics),
+      accuracy_interval (95% Wilson), warning (a test split too small for the gate, or None),
+      blessed, serving_check, pushed_to, report, baseline (ServedBaseline's
       baseline_entry, None without the gate), gate (its thresholds) and total_seconds; without
       a metadata store, no components and None for the results.
     """
@@ -81,8 +58,10 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                       "seconds": round(ingested.seconds, 1),
                       "per_split": ingested.report["per_split_total"],
                       "skipped": ingested.report["skipped"]},
+        "classes": ingested.report["classes"],
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
-        "test_metrics": {}, "blessed": None, "serving_check": None, "pushed_to": None,
+        "test_metrics": {}, "accuracy_interval": None, "warning": None,
+        "blessed": None, "serving_check": None, "pushed_to": None,
         "report": None, "baseline": None,
         "gate": {"min_accuracy": cfg.min_accuracy, "max_accuracy_drop": cfg.max_accuracy_drop},
         "total_seconds": round(total_seconds, 1),
@@ -134,9 +113,13 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
     elif type_name == "Model" and SERVED_VERSION_KEY in props:
         summary["baseline"] = baseline_entry(props)
     elif type_name == "ModelEvaluation":
-        # NaN (e.g. precision with no positive prediction) becomes null: valid JSON.
-        summary["test_metrics"] = {k: round(v, 4) if math.isfinite(v) else None
-                                   for k, v in overall_metrics(artifact.uri).items()}
+        # The report's reader; a metric TFMA could not compute (e.g. precision with no
+        # positive prediction) is null.
+        evaluation = read_evaluation(artifact.uri, summary["classes"])
+        summary["test_metrics"] = {k: None if v is None else round(v, 4)
+                                   for k, v in evaluation["overall"].items()}
+        summary["accuracy_interval"] = evaluation["accuracy_interval"]
+        summary["warning"] = evaluation["warning"]
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
     elif type_name == "InfraBlessing":
@@ -165,9 +148,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{c['component']:<30} {c['status']:>9}  {c['seconds']:7.1f}s")
     lines.append("validation accuracy of the kept weights: " + ", ".join(
         _phase_line(summary, phase) for phase in ("phase1", "phase2")))
-    if summary["test_metrics"]:
-        metrics = ", ".join(f"{k} {v}" for k, v in sorted(summary["test_metrics"].items()))
-        lines.append(f"test metrics: {metrics}")
+    metrics = dict(summary["test_metrics"])
+    if metrics:
+        accuracy, count = metrics.pop("accuracy", None), metrics.pop("example_count", None)
+        interval = summary.get("accuracy_interval")
+        if accuracy is not None and count:
+            low, high = interval or (None, None)
+            lines.append(f"test accuracy {accuracy}: {round(accuracy * count)} of {count} photos"
+                         + (f", 95% interval {low:.3f}-{high:.3f}" if interval else ""))
+        shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
+        if shown:
+            lines.append(f"test metrics: {shown}")
+    if summary.get("warning"):
+        lines.append(f"warning: {summary['warning']}")
     if summary.get("baseline"):
         lines.append(f"no-regression baseline: {summary['baseline']['note']}")
     lines.append(f"blessed: {summary['blessed']}")
@@ -211,10 +204,10 @@ def _evaluator_reasons(summary: dict[str, Any]) -> list[str]:
     on = (f" ({round(accuracy * count)} of {int(count)} test photos)"
           if accuracy is not None and count else "")
     reasons = []
-    if accuracy is not None and accuracy < gate.get("min_accuracy", 0) - GATE_TOLERANCE:
+    if accuracy is not None and not meets_min_accuracy(accuracy, gate.get("min_accuracy", 0)):
         reasons.append(f"accuracy {accuracy}{on} < --min-accuracy {gate['min_accuracy']}")
     if (accuracy is not None and diff is not None
-            and -diff > gate.get("max_accuracy_drop", 1) + GATE_TOLERANCE):
+            and exceeds_max_drop(-diff, gate.get("max_accuracy_drop", 1))):
         baseline = (summary.get("baseline") or {}).get("note", "the baseline")
         reasons.append(f"accuracy {accuracy}{on} is {-diff:.4f} below the {accuracy - diff:.4f} "
                        f"of {baseline}, more than --max-accuracy-drop {gate['max_accuracy_drop']}")

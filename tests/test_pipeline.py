@@ -18,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
-from components.report.evaluation import failure_line
+from components.report.evaluation import failure_line, wilson_interval
 from components.run_knobs import gate_knobs
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.knobs import RANGES, TRAINER_KNOBS
@@ -32,6 +32,7 @@ from tests.conftest import (
     FAST_ARGS,
     MINI,
     REPO,
+    SCENES,
     WEIGHTS,
     PipelineRun,
     run_local,
@@ -469,7 +470,16 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     assert summary["ingestion"]["per_split"] == {"train": 96, "eval": 12, "test": 12}
     metrics = summary["test_metrics"]
     assert metrics["example_count"] == 12 and metrics["accuracy"] >= 0.5
-    assert {"auc", "precision", "recall"} <= {k.split("/")[-1] for k in metrics}
+    # Clean names; no overall precision, recall or AUC for three classes, macro averages.
+    assert set(metrics) == {"accuracy", "top_k_accuracy", "macro_auc", "macro_precision",
+                            "macro_recall", "example_count"}, metrics
+    assert metrics["top_k_accuracy"] >= metrics["accuracy"]
+    low, high = summary["accuracy_interval"]
+    assert low < metrics["accuracy"] < high or metrics["accuracy"] in (low, high)
+    assert (f"test accuracy {metrics['accuracy']}: {round(metrics['accuracy'] * 12)} of 12 "
+            f"photos, 95% interval {low:.3f}-{high:.3f}") in result.stdout
+    assert "test metrics: top_k_accuracy " in result.stdout
+    assert "macro_average" not in result.stdout
     assert summary["blessed"] is True and summary["serving_check"]["blessed"] is True
     (version,) = (out / "serving" / "three_classes").iterdir()
     serve = tf.saved_model.load(str(version)).signatures[SERVING_SIGNATURE]
@@ -484,7 +494,7 @@ def test_end_to_end_multiclass_class_folder_layout(tmp_path):
     assert sum(r["count"] for r in per_class) == 12
     assert all(r["auc"] is not None and r["recall"] is not None for r in per_class if r["count"])
     assert numbers["evaluation"]["served"]["agrees"] is True
-    assert "one-vs-rest, macro-averaged over the 3 classes" in numbers["evaluation"]["averaging"]
+    assert "plain averages over the 3 classes; top-2 accuracy" in numbers["evaluation"]["averaging"]
     # The warmup requests name the model they warm up (--model-name reaches the Trainer).
     (log,) = {log.predict_log.request.model_spec.name for log in warmup_requests(version)}
     assert log == "three_classes"
@@ -554,3 +564,37 @@ def test_a_failing_component_is_named_in_one_line(tmp_path):
     summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
     assert summary["error"] == last.removeprefix("error: ")
     assert components(summary) == {"ImportExampleGen": "FAILED"}  # nothing ran after it
+
+
+@pytest.mark.e2e
+def test_six_classes_of_real_scenes_read_cleanly_and_a_threshold_met_exactly_blesses(tmp_path):
+    if not SCENES.is_dir():
+        pytest.skip(f"no {SCENES} (the six-class scene photos are not downloadable)")
+    out = tmp_path / "run"
+    args = ["--data-dir", str(SCENES), "--output-dir", str(out), *FAST_ARGS]
+    result = run_local(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["classes"] == ["buildings", "forest", "glacier", "mountain", "sea", "street"]
+    metrics = summary["test_metrics"]
+    assert set(metrics) == {"accuracy", "top_k_accuracy", "macro_auc", "macro_precision",
+                            "macro_recall", "example_count"}, metrics
+    n = metrics["example_count"]
+    assert n == summary["ingestion"]["per_split"]["test"]
+    k = round(metrics["accuracy"] * n)
+    assert summary["accuracy_interval"] == pytest.approx(wilson_interval(k, n), abs=1e-4)
+    assert summary["blessed"] is (k / n >= 0.7)
+    printed = result.stdout[result.stdout.index("=== run summary ==="):]
+    assert f"test accuracy {metrics['accuracy']}: {k} of {n} photos, 95% interval" in printed
+    assert "macro_average" not in printed and "\n_" not in json.dumps(summary)
+    report = json.loads(next(out.rglob("report.json")).read_text())
+    assert [r["class"] for r in report["evaluation"]["per_class"]] == summary["classes"]
+    assert report["evaluation"]["top_k"] == 3 and len(report["evaluation"]["confusion_matrix"]) == 6
+
+    # The same model gated at exactly its accuracy (k/n in float64; TFMA's is float32): met.
+    result = run_local(*args, "--min-accuracy", repr(k / n))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    again = json.loads((out / "run_summary.json").read_text())
+    assert components(again)["Trainer"] == "CACHED"
+    assert again["test_metrics"]["accuracy"] == metrics["accuracy"]
+    assert again["blessed"] is True, again

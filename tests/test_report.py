@@ -15,7 +15,12 @@ from PIL import Image
 from components.report import history as hist
 from components.report import page, plots
 from components.report.build import data_numbers, serving_numbers
-from components.report.evaluation import _binary_class_rates
+from components.report.evaluation import (
+    _binary_class_rates,
+    _clean_name,
+    small_split_warning,
+    wilson_interval,
+)
 from components.report.predictions import balanced_sample, confident_mistakes, reliability
 from tests.conftest import REPO
 
@@ -236,3 +241,31 @@ def test_data_numbers_list_skipped_files_with_reasons():
         "path": "f0", "reason": "corrupt"}
     assert json.loads(json.dumps(numbers))["anomalies"] == ["test: label_name: new value"]
     assert data_numbers(None, [], [])["source"].startswith("unknown")
+
+
+def test_wilson_interval():
+    # Reference values (Wilson, 1927; as statsmodels' proportion_confint(method="wilson")).
+    assert wilson_interval(27, 30) == pytest.approx((0.7438, 0.9654), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(490, 500)[1] - wilson_interval(490, 500)[0] < 0.04
+
+
+def test_the_small_split_warning_says_when_the_gate_cannot_tell():
+    warning = small_split_warning(0.9, 30, 0.85)
+    assert warning == ("the test split is too small for the gate to tell this model from "
+                       "--min-accuracy 0.85: 27 of 30 photos right, 95% interval 0.744-0.965; "
+                       "more test photos (--validation-test-fraction, a bigger validation "
+                       "folder) narrow it")
+    assert "\n" not in warning
+    assert small_split_warning(0.99, 500, 0.9) is None  # the interval is far above
+    assert small_split_warning(0.5, 500, 0.9) is None  # far below: a clear refusal
+    assert small_split_warning(None, 30, 0.9) is None
+    assert small_split_warning(0.9, 30, None) is None
+
+
+def test_tfma_metric_names_come_out_clean():
+    assert _clean_name("accuracy") == "accuracy"
+    assert _clean_name("macro_average: true\n_auc") == "macro_auc"
+    assert _clean_name("top_3_accuracy") == "top_k_accuracy"
+    assert _clean_name("example_count") == "example_count"

@@ -11,10 +11,17 @@ equals the positive class's.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 _BINARY_THRESHOLD = 0.5
-OVERALL = ("accuracy", "auc", "precision", "recall", "example_count")
+# The overall metrics, in the order shown. Two classes: the positive class's AUC, precision and
+# recall. More: top-k accuracy and the one-vs-rest metrics' macro averages, named as such; an
+# overall precision, recall or AUC is not defined there.
+OVERALL = ("accuracy", "top_k_accuracy", "auc", "precision", "recall", "macro_auc",
+           "macro_precision", "macro_recall", "example_count")
+_TOP_K = re.compile(r"top_(\d+)_accuracy")
+Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
 def _number(value: Any) -> float | None:
@@ -25,9 +32,58 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _base_name(name: str) -> str:
-    """A TFMA metric name without its aggregation prefix ("macro_average: true\\n_auc" -> auc)."""
-    return name.rsplit("\n_", 1)[-1]
+def _clean_name(name: str) -> str:
+    """A TFMA metric name as the report shows it: "macro_average: true\\n_auc" -> macro_auc,
+    "top_3_accuracy" -> top_k_accuracy (k is in "top_k")."""
+    prefix, _, base = name.rpartition("\n_")
+    if _TOP_K.fullmatch(base):
+        return "top_k_accuracy"
+    return f"macro_{base}" if "macro_average" in prefix else base
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default).
+
+    Args:
+      successes: e.g. the correctly classified test photos.
+      n: the trials (test photos); > 0.
+
+    Returns:
+      (low, high), within [0, 1].
+    """
+    p = successes / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def accuracy_interval(accuracy: float | None, n: int | None) -> list[float] | None:
+    """accuracy's 95% Wilson interval on n test photos, rounded to 4 places; None without."""
+    if accuracy is None or not n:
+        return None
+    return [round(x, 4) for x in wilson_interval(round(accuracy * n), n)]
+
+
+def small_split_warning(accuracy: float | None, n: int | None,
+                        min_accuracy: float | None) -> str | None:
+    """One line when the test split is too small for the gate to tell the model's accuracy
+    from --min-accuracy: the threshold lies inside the accuracy's 95% interval.
+
+    Args:
+      accuracy: the test accuracy.
+      n: the test photos.
+      min_accuracy: the gate's threshold.
+
+    Returns:
+      The warning, or None.
+    """
+    interval = accuracy_interval(accuracy, n)
+    if interval is None or min_accuracy is None or not interval[0] <= min_accuracy <= interval[1]:
+        return None
+    return (f"the test split is too small for the gate to tell this model from --min-accuracy "
+            f"{min_accuracy}: {round(accuracy * n)} of {n} photos right, 95% interval "
+            f"{interval[0]:.3f}-{interval[1]:.3f}; more test photos (--validation-test-fraction, "
+            "a bigger validation folder) narrow it")
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -42,8 +98,9 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
       classes: the class names by index.
 
     Returns:
-      {"overall": {accuracy, auc, precision, recall, example_count, accuracy_diff (with a
-        baseline)}, "averaging" (what the overall AUC, precision and recall are),
+      {"overall": {the OVERALL metrics TFMA produced, accuracy_diff (with a baseline)},
+       "top_k" (k of top_k_accuracy, or None), "accuracy_interval" ([low, high], 95% Wilson),
+       "warning" (small_split_warning), "averaging" (what the overall metrics are),
        "per_class": [{"class", "count", "precision", "recall", "auc"}],
        "confusion_matrix": [[count]] (true class by row), "gate": {"min_accuracy",
        "max_accuracy_drop"}, "validation_ok": bool | None, "failures": [str]}; None for a
@@ -67,8 +124,10 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
                 overall_raw = metrics
             elif sub_key.startswith("classId:"):
                 by_class[int(sub_key.split(":", 1)[1])] = metrics
-    overall = {_base_name(k): _number(v) for k, v in overall_raw.items()
+    overall = {_clean_name(k): _number(v) for k, v in overall_raw.items()
                if isinstance(v, dict) and "doubleValue" in v}
+    top_k = next((int(m.group(1)) for k in overall_raw if (m := _TOP_K.fullmatch(
+        k.rpartition("\n_")[2]))), None)
     binary = len(classes) == 2
     matrix = (_binary_confusion(overall_raw) if binary
               else _multiclass_confusion(result.plots, len(classes)))
@@ -85,14 +144,21 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
                           "recall": recall, "auc": auc})
     if overall.get("example_count") is not None:
         overall["example_count"] = int(overall["example_count"])
+    count, gate = overall.get("example_count"), gate_thresholds(result.config)
     return {"overall": {k: overall.get(k) for k in (*OVERALL, "accuracy_diff") if k in overall},
+            "top_k": top_k,
+            "accuracy_interval": accuracy_interval(overall.get("accuracy"), count),
+            "warning": small_split_warning(overall.get("accuracy"), count,
+                                           gate["min_accuracy"]),
             "averaging": (f"AUC, precision and recall of the positive class, {classes[1]!r}, "
                           f"precision and recall at {_BINARY_THRESHOLD}" if binary else
-                          "AUC, precision and recall one-vs-rest, macro-averaged over the "
-                          f"{len(classes)} classes"),
-            "per_class": per_class, "confusion_matrix": matrix,
-            "gate": gate_thresholds(result.config),
-            **validation(evaluation_uri, overall.get("example_count"))}
+                          "no overall precision, recall or AUC for more than two classes: "
+                          "macro_auc, macro_precision and macro_recall are the one-vs-rest "
+                          f"metrics' plain averages over the {len(classes)} classes"
+                          + (f"; top-{top_k} accuracy counts a photo right when its class is "
+                             f"among the {top_k} likeliest" if top_k else "")),
+            "per_class": per_class, "confusion_matrix": matrix, "gate": gate,
+            **validation(evaluation_uri, count)}
 
 
 def _binary_confusion(overall_raw: dict[str, Any]) -> list[list[int]] | None:

@@ -8,6 +8,9 @@ import base64
 import html
 from typing import Any
 
+from components.report.evaluation import OVERALL
+from contract.knobs import meets_min_accuracy
+
 SECTIONS = ("Data", "Training", "Evaluation", "Serving", "Timing")
 
 _STYLE = """
@@ -67,6 +70,11 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def metric_label(name: str, top_k: int | None) -> str:
+    """An overall metric's name as the page shows it (top_k_accuracy with its k)."""
+    return f"top-{top_k} accuracy" if name == "top_k_accuracy" and top_k else name
+
+
 def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
@@ -90,7 +98,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[bool, str, list[str]]:
     accuracy, threshold = overall.get("accuracy"), gate.get("min_accuracy")
     serving = numbers["serving"]
     compare = "n/a" if accuracy is None or threshold is None else (
-        ">=" if accuracy >= threshold else "<")
+        ">=" if meets_min_accuracy(accuracy, threshold) else "<")
     parts = [f"test accuracy {fmt(accuracy)} {compare} threshold {fmt(threshold)}"]
     diff = overall.get("accuracy_diff")
     if diff is not None and accuracy is not None:
@@ -107,7 +115,8 @@ def verdict(numbers: dict[str, Any]) -> tuple[bool, str, list[str]]:
     else:
         headline = "NOT PUSHED"
     details = [", ".join(parts), f"serving check: {serving['check_text']}",
-               *(f"failed: {f}" for f in ev["failures"])]
+               *(f"failed: {f}" for f in ev["failures"]),
+               *([f"warning: {ev['warning']}"] if ev.get("warning") else [])]
     return serving["pushed"], headline, details
 
 
@@ -182,9 +191,11 @@ def _evaluation_html(numbers: dict[str, Any], figures: dict[str, bytes],
                      thumbs: dict[int, bytes]) -> str:
     ev = numbers["evaluation"]
     o = ev["overall"]
-    overall = _table(["metric", "value"],
-                     [[k, o.get(k)] for k in ("accuracy", "auc", "precision", "recall",
-                                              "example_count") if k in o])
+    interval = ev.get("accuracy_interval")
+    overall = _table(["metric", "value", "95% interval"],
+                     [[metric_label(k, ev.get("top_k")), o[k],
+                       f"{interval[0]:.3f}-{interval[1]:.3f}" if k == "accuracy" and interval
+                       else ""] for k in OVERALL if k in o])
     per_class = _table(["class", "test images", "precision", "recall", "AUC (one-vs-rest)"],
                        [[r["class"], r["count"], r["precision"], r["recall"], r["auc"]]
                         for r in ev["per_class"]])
@@ -282,7 +293,8 @@ def render_markdown(numbers: dict[str, Any]) -> str:
     ev = numbers["evaluation"]
     lines = [f"## {headline}", "", *(f"- {d}" for d in details), "", "| metric | value |",
              "|---|---|"]
-    lines += [f"| {k} | {fmt(v)} |" for k, v in ev["overall"].items()]
+    lines += [f"| {metric_label(k, ev.get('top_k'))} | {fmt(v)} |"
+              for k, v in ev["overall"].items()]
     lines += ["", "| class | precision | recall | AUC |", "|---|---|---|---|"]
     lines += [f"| {r['class'].replace('|', '/')} | {fmt(r['precision'])} | {fmt(r['recall'])} "
               f"| {fmt(r['auc'])} |" for r in ev["per_class"]]
