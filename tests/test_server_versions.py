@@ -8,6 +8,7 @@ talks to the server over loopback sockets."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ import numpy as np
 import pytest
 import requests
 from google.protobuf import text_format
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_pb2,
@@ -33,9 +36,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.client import GrpcClient, RestClient
 from serving.errors import InvalidArgument, NotFound, code_name
+from serving.server import rest_json
 from serving.server.app import LocalServer
 from serving.server.core import ModelStore, State, aspired_versions
 from serving.server.loader import LoadError
+from serving.server.rest_api import handle
 from tests.conftest import (
     MODEL_NAME,
     REPO,
@@ -200,6 +205,46 @@ def test_unloading_waits_for_the_requests_holding_a_version_then_closes_it(tmp_p
         assert poller.is_alive()
     poller.join(10)
     assert model.closed and states(store)[1] == ("END", "OK")
+
+
+class FakeSignatureModel(FakeModel):
+    """A version with one float input; running it answers with its version number."""
+
+    signature_defs = {"serving_default": meta_graph_pb2.SignatureDef(inputs={
+        "x": meta_graph_pb2.TensorInfo(name="x:0", dtype=types_pb2.DT_FLOAT)})}
+
+    def run(self, signature_name: str, inputs: dict, output_filter: Any) -> dict:
+        return {"version": np.array([int(Path(self.path).name)] * len(inputs["x"]))}
+
+
+def test_a_rest_request_runs_on_the_version_its_json_was_read_for(tmp_path, monkeypatch):
+    """REST reads the JSON by the signature's dtypes; a version that becomes available
+    meanwhile must not be the one that runs it (gRPC holds one version too)."""
+    models: dict[int, FakeSignatureModel] = {}
+
+    def load(path: str) -> tuple[FakeSignatureModel, int]:
+        models[int(Path(path).name)] = FakeSignatureModel(path)
+        return models[int(Path(path).name)], 0
+
+    write_version(tmp_path, 1)
+    store = ModelStore(str(tmp_path), "m", loader=load)
+    store.poll(first=True)
+    decode = rest_json.decode_inputs
+    pollers = []
+
+    def decode_then_publish_version_2(doc: Any, signature_inputs: Any) -> Any:
+        decoded = decode(doc, signature_inputs)
+        write_version(tmp_path, 2)
+        pollers.append(threading.Thread(target=lambda: (store.poll(), store.poll())))
+        pollers[0].start()  # loads version 2, then waits for this request to unload 1
+        wait_for(lambda: states(store).get(2, ("",))[0] == "AVAILABLE", "version 2", 10)
+        return decoded
+
+    monkeypatch.setattr(rest_json, "decode_inputs", decode_then_publish_version_2)
+    body = handle(store, "POST", "/v1/models/m:predict", b'{"instances": [1.0, 2.0]}')
+    assert json.loads(body) == {"predictions": [1, 1]}
+    pollers[0].join(10)
+    assert served(store) == 2 and models[1].closed
 
 
 def test_a_models_config_sets_policy_and_labels_and_is_re_read(tmp_path):

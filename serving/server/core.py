@@ -21,7 +21,6 @@ from typing import Any, NoReturn
 import grpc
 import numpy as np
 from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -249,48 +248,39 @@ class ModelStore:
                 self._handles[version] -= 1
                 self._lock.notify_all()
 
-    def signature_inputs(self, spec: model_pb2.ModelSpec
-                         ) -> Mapping[str, meta_graph_pb2.TensorInfo]:
-        """The inputs of the signature spec names (REST reads its JSON with them).
-
-        Args:
-          spec: the request's ModelSpec; an empty signature_name means serving_default.
-
-        Returns:
-          The signature's TensorInfos by input alias.
-
-        Raises:
-          ServingError: as servable(), or INVALID_ARGUMENT for an unknown signature.
-        """
-        name = spec.signature_name or SERVING_SIGNATURE
-        with self.servable(spec) as (_, model):
-            if name not in model.signature_defs:
-                raise InvalidArgument(
-                    f'Serving signature name: "{name}" not found in signature def')
-            return model.signature_defs[name].inputs
-
-    def predict(self, spec: model_pb2.ModelSpec, inputs: Mapping[str, Any],
+    def predict(self, spec: model_pb2.ModelSpec,
+                inputs: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]],
                 output_filter: Iterable[str] = ()
                 ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray]]:
         """Predict on the version spec names (see SessionModel.run for the arguments).
 
         Args:
           spec: the request's ModelSpec (name, version or label, signature name).
-          inputs: a value per input alias (array or nested list; bytes for strings).
+          inputs: a value per input alias (array or nested list; bytes for strings); or a
+            function that makes them from the signature's TensorInfos by alias (REST reads
+            its JSON by their dtypes), called with the version that then runs them, held
+            from the one to the other.
           output_filter: the output aliases to fetch, each once; empty means all.
 
         Returns:
           The response's ModelSpec (name, version, signature name) and the outputs by alias.
 
         Raises:
-          ServingError: as servable() and SessionModel.run; INVALID_ARGUMENT for an image
-            over the pixel limit, before anything is decoded.
+          ServingError: as servable() and SessionModel.run; INVALID_ARGUMENT for an unknown
+            signature, or for an image over the pixel limit, before anything is decoded.
         """
-        check_pixel_limit(inputs, self.max_image_pixels)
+        if not callable(inputs):
+            check_pixel_limit(inputs, self.max_image_pixels)
+        name = spec.signature_name or SERVING_SIGNATURE
         with self.servable(spec) as (version, model):
+            if callable(inputs):
+                if name not in model.signature_defs:
+                    raise InvalidArgument(
+                        f'Serving signature name: "{name}" not found in signature def')
+                inputs = inputs(model.signature_defs[name].inputs)
+                check_pixel_limit(inputs, self.max_image_pixels)
             outputs = model.run(spec.signature_name, inputs, output_filter)
-        answered = model_pb2.ModelSpec(name=spec.name,
-                                       signature_name=spec.signature_name or SERVING_SIGNATURE)
+        answered = model_pb2.ModelSpec(name=spec.name, signature_name=name)
         answered.version.value = version
         return answered, outputs
 

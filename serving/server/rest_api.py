@@ -71,8 +71,15 @@ def handle(store: ModelStore, method: str, path: str, body: bytes) -> bytes:
     if match and method == "POST" and verb == "predict":  # the verb itself is case-sensitive
         doc = rest_json.parse_request(body)
         spec.signature_name = doc.get("signature_name", "")
-        inputs, row_format = rest_json.decode_inputs(doc, store.signature_inputs(spec))
-        return rest_json.encode_outputs(store.predict(spec, inputs)[1], row_format)
+        row_format = []
+
+        def decode(signature_inputs: Any) -> dict[str, Any]:
+            inputs, row = rest_json.decode_inputs(doc, signature_inputs)
+            row_format.append(row)
+            return inputs
+
+        # One version held from decoding the JSON (by its signature's dtypes) to the run.
+        return rest_json.encode_outputs(store.predict(spec, decode)[1], row_format[0])
     if match and method == "POST" and verb in ("classify", "regress"):
         doc = rest_json.parse_request(body)
         rest_json.check_examples(doc)
