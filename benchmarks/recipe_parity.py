@@ -114,7 +114,7 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
             seed=seed).prefetch(tf.data.AUTOTUNE)
 
     train, validation, test = load("train", True), load("eval", False), load("test", False)
-    classes = len(train.class_names)
+    classes = sum(1 for d in (tree / "train").iterdir() if d.is_dir())
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
                                 keras.layers.RandomRotation(TUTORIAL_ROTATION)])
     base = keras.applications.MobileNetV2(input_shape=size + (3,), include_top=False,

@@ -30,6 +30,9 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from components.served_baseline import version_names
+from contract.artifacts import SAVED_MODEL_FILE
+
 
 def saved_model_digest(model_dir: str) -> str:
     """SHA-256 over a SavedModel's files (graph, variables, assets), by relative path.
@@ -61,11 +64,10 @@ def find_served_copy(model_dir: str, base_directory: str) -> str | None:
     Returns:
       The newest version directory with the same saved_model_digest, or None.
     """
-    if not tf.io.gfile.isdir(base_directory):
+    versions = version_names(base_directory)
+    if not versions:
         return None
     digest = saved_model_digest(model_dir)
-    versions = sorted((v.rstrip("/") for v in tf.io.gfile.listdir(base_directory)
-                       if v.rstrip("/").isdigit()), key=int, reverse=True)
     for version in versions:
         candidate = os.path.join(base_directory, version)
         if saved_model_digest(candidate) == digest:
@@ -75,7 +77,6 @@ def find_served_copy(model_dir: str, base_directory: str) -> str | None:
 
 STAGING_PREFIX = ".incoming-"
 STALE_STAGING_SECONDS = 3600  # a staging folder this old belongs to a push that was killed
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def publish_version(model_dir: str, base_directory: str, version: str) -> str:

@@ -35,12 +35,13 @@ from tfx.types import standard_component_specs
 from tfx.types.standard_artifacts import Model
 from tfx.utils import io_utils, path_utils
 
+from contract import artifacts
+from contract.artifacts import SAVED_MODEL_FILE
 from contract.interface import EXAMPLES_SIGNATURE, LABELS_ASSET, SAVED_MODEL_TAG
 from contract.labels import parse_labels
 
 LOG = logging.getLogger("components.served_baseline")
 
-SAVED_MODEL_FILE = "saved_model.pb"
 VARIABLES_INDEX = os.path.join("variables", "variables.index")
 # Custom properties of the baseline Model artifact.
 SERVED_VERSION_KEY = "served_version"  # "" when there is no baseline
@@ -74,7 +75,7 @@ class BaselineChoice:
 
 
 def version_names(base_directory: str) -> list[str]:
-    """The version folders under a model base path, as TF Serving finds them (all-digit names).
+    """The version folders under a model base path, as TF Serving finds them (int64 names).
 
     Args:
       base_directory: <serving dir>/<model name> (local or a tf.io.gfile URI).
@@ -84,8 +85,7 @@ def version_names(base_directory: str) -> list[str]:
     """
     if not tf.io.gfile.isdir(base_directory):
         return []
-    names = [n.rstrip("/") for n in tf.io.gfile.listdir(base_directory)]
-    return sorted((n for n in names if n.isascii() and n.isdigit()), key=int, reverse=True)
+    return artifacts.version_names(tf.io.gfile.listdir(base_directory))
 
 
 def is_complete(version_dir: str) -> bool:

@@ -117,7 +117,6 @@ def image_size(data: bytes, fmt: str) -> tuple[int, int, int] | None:
     return None
 
 
-
 def pixel_limit_reason(size: tuple[int, int, int], max_pixels: int) -> str | None:
     """Why an image of a given header size is refused before decoding, if it is.
 

@@ -68,7 +68,6 @@ class IngestResult:
     seconds: float = 0.0  # wall time of convert_image_tree, scan and fingerprint included
 
 
-
 def build_conversion(p: beam.Pipeline, tree: ImageTree, settings: SplitSettings, fp: str,
                      out_dir: str) -> None:
     """Adds the conversion to a Beam pipeline: decode, dedupe, plan the splits, write, report.

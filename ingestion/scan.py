@@ -75,8 +75,6 @@ class ImageTree:
         return {c: counts[c] for c in self.classes}
 
 
-
-
 def _class_dirs(folder: str) -> list[str]:
     """The visible subfolders of folder (symlinks to folders included), sorted."""
     try:

@@ -16,12 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from contract.artifacts import SAVED_MODEL_FILE
+
 SCHEMES = ("s3", "minio")
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 DEFAULT_REGION = "us-east-1"
-# A SavedModel is whole once its graph is there: a server polling the store must not find a
-# saved_model.pb before the variables it names.
-WRITTEN_LAST = "saved_model.pb"
 
 
 class ObjectStoreError(RuntimeError):
@@ -135,7 +134,8 @@ def upload(s3: Any, local: Path, uri: str, only: Iterable[Path] | None = None) -
         files, names = [local], [key]
     else:
         files = sorted((p for p in (local.rglob("*") if only is None else only) if p.is_file()),
-                       key=lambda p: (p.name == WRITTEN_LAST, str(p)))
+                       # a store's poller must not see a graph before its variables
+                       key=lambda p: (p.name == SAVED_MODEL_FILE, str(p)))
         names = [f"{key}/{p.relative_to(local).as_posix()}".lstrip("/") for p in files]
     try:
         for path, name in zip(files, names, strict=True):

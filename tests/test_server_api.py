@@ -436,7 +436,6 @@ def test_concurrent_clients_all_succeed(server, images, reference):
         assert_outputs(outputs, reference, [row])
 
 
-
 @pytest.mark.parametrize("length", ["-5", "abc", "1e3", "99999999999999999999999"])
 def test_a_bad_or_huge_content_length_is_answered_at_once(server, length):
     connection = http.client.HTTPConnection(server.host, server.rest_port, timeout=30)

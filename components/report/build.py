@@ -29,7 +29,6 @@ from serving.constants import GRPC_PORT, REST_PORT
 
 REPORT_HTML = "index.html"
 REPORT_JSON = "report.json"
-FIGURES = ("learning_curves", "confusion_matrix", "reliability")
 MAX_SKIPPED_LISTED = 50
 _TIMING_NOTE = ("RunReport itself is still running while it writes this page; "
                 "run_summary.json has its time.")

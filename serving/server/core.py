@@ -24,16 +24,16 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from contract.artifacts import SAVED_MODEL_FILE, version_names
 from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from contract.interface import SERVING_SIGNATURE
 from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
-from serving.server.loader import SAVED_MODEL_FILE, SessionModel, load_like_tf_serving
+from serving.server.loader import SessionModel, load_like_tf_serving
 from serving.server.pixel_limit import check_pixel_limit
 
 LOG = logging.getLogger("serving.server")
 State = get_model_status_pb2.ModelVersionStatus.State
 SIGNATURE_DEF = "signature_def"  # the only GetModelMetadata field TF Serving offers
-INT64_MAX = 2**63 - 1
 ModelConfig = model_server_config_pb2.ModelConfig
 
 
@@ -398,11 +398,9 @@ def as_serving_error(error: Exception) -> ServingError:
 
 
 def _version_dirs(base_path: str) -> dict[int, str]:
-    # As TF Serving: a child whose name parses as an int64 is a version ("007" is 7).
     children = os.listdir(base_path) if os.path.isdir(base_path) else []
-    return {int(child): os.path.join(base_path, child) for child in children
-            if child.isascii() and child.isdigit() and int(child) <= INT64_MAX
-            and os.path.isdir(os.path.join(base_path, child))}
+    return {int(name): os.path.join(base_path, name) for name in version_names(children)
+            if os.path.isdir(os.path.join(base_path, name))}
 
 
 def _files(path: str) -> tuple | None:

@@ -26,11 +26,11 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from contract.artifacts import SAVED_MODEL_FILE
 from contract.interface import SAVED_MODEL_TAG, SERVING_SIGNATURE, WARMUP_FILE
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
 
 LOG = logging.getLogger("serving.server.loader")
-SAVED_MODEL_FILE = "saved_model.pb"
 # Lines of TF error messages that describe the graph, not the problem.
 _GRAPH_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|\s*\[\[)")
 

@@ -24,9 +24,10 @@ from urllib.parse import unquote
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from contract.artifacts import INT64_MAX
 from serving.errors import PAYLOAD_TOO_LARGE, InvalidArgument, RequestTooLarge
 from serving.server import rest_json
-from serving.server.core import INT64_MAX, SIGNATURE_DEF, ModelStore, as_serving_error
+from serving.server.core import SIGNATURE_DEF, ModelStore, as_serving_error
 
 LOG = logging.getLogger("serving.server.rest")
 IDLE_CONNECTION_SECONDS = 60
