@@ -19,14 +19,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from contract.interface import SERVING_SIGNATURE
+from contract.interface import MODEL_NAME, SERVING_SIGNATURE
 from serving.client import GrpcClient, RestClient, ServingClient
-from serving.constants import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_TIMEOUT_SECONDS,
-    GRPC_PORT,
-    MODEL_NAME,
-)
+from serving.constants import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS, GRPC_PORT
 from serving.errors import ServingError
 
 

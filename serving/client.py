@@ -24,16 +24,15 @@ from typing import Any
 import grpc
 import requests
 
-from contract.interface import SERVING_SIGNATURE
-from serving.constants import (
+from contract.interface import (
     CLASS_INDEX,
     CLASS_NAME,
-    DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_TIMEOUT_SECONDS,
     IMAGES_INPUT,
     MODEL_NAME,
     PROBABILITIES,
+    SERVING_SIGNATURE,
 )
+from serving.constants import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_SECONDS
 from serving.errors import (
     DeadlineExceeded,
     RequestTooLarge,

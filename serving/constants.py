@@ -1,15 +1,7 @@
-"""Names the serving side shares: the model's interface (defined in contract/interface.py, the
-one home), the default model name, and TF Serving's ports and limits."""
+"""TF Serving's ports and the clients' limits. The model's interface (signature, tensor names,
+the default model name) is contract/interface.py's."""
 
 from __future__ import annotations
-
-from contract import interface
-
-MODEL_NAME = interface.MODEL_NAME
-IMAGES_INPUT = interface.IMAGES_INPUT
-PROBABILITIES = interface.PROBABILITIES
-CLASS_INDEX = interface.CLASS_INDEX
-CLASS_NAME = interface.CLASS_NAME
 
 GRPC_PORT = 8500  # tensorflow/serving's --port
 REST_PORT = 8501  # tensorflow/serving's --rest_api_port

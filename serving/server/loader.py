@@ -87,7 +87,7 @@ class SessionModel:
                     session, [SAVED_MODEL_TAG], path)
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
             session.close()
-            code = error_for_code(getattr(e, "error_code", 2), "").code  # 2: UNKNOWN
+            code = error_for_code(getattr(e, "error_code", grpc.StatusCode.UNKNOWN), "").code
             raise LoadError(f"cannot load {path}: {_clean(str(e))}", code) from e
         return cls(path, session, meta_graph)
 
