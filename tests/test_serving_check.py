@@ -317,7 +317,8 @@ def test_a_pipeline_run_pushes_nothing_the_check_refused_and_its_summary_says_wh
             cfg.metadata_path)))
 
     assert not os.path.exists(cfg.serving_model_dir)
-    ingested = IngestResult(str(tmp_path), {"per_split_total": {"test": 6}, "skipped": 0}, True)
+    ingested = IngestResult(str(tmp_path), {"per_split_total": {"test": 6}, "skipped": 0,
+                                             "classes": ["cats", "dogs"]}, True)
     summary = collect_summary(cfg, ingested, 1.0)
     assert {c["component"]: c["status"] for c in summary["components"]}["Pusher"] == "COMPLETE"
     check_entry = summary["serving_check"]
