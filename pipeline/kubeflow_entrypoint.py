@@ -150,8 +150,8 @@ def stage_parameter_locations(executor_input: dict[str, Any], staging_root: str 
     outer = sorted(u for u in found if not any(u.startswith(o + "/") for o in found))
     staged = []
     for uri in outer:
-        scheme, rest = uri.split("://", 1)
-        local = Path(staging_root, scheme, rest.split("?", 1)[0])
+        # The launcher's layout (<scheme>/<bucket>/<key>), under staging_root.
+        local = Path(launcher_path(uri, gcs_staged=False, root=staging_root))
         local.parent.mkdir(parents=True, exist_ok=True)
         object_store.download(object_store.client(uri), uri, local)
         staged.append(StagedLocation(uri, local, _files(local)))
