@@ -212,7 +212,7 @@ def run_pipeline_trainer(recipe: str, conversion: Path, weights: str, alpha: flo
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    from components.report.evaluation import wilson_interval
+    from components.report.intervals import wilson_interval
 
     rows = ["| run | px | phase 1 s | phase 2 s | Trainer s | Trainer CPU s | eval acc "
             "| test acc (95% interval) | test confusion |", "| --- " * 9 + "|"]

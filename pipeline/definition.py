@@ -13,6 +13,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from components.anomaly_gate import AnomalyGate
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
+from components.report.evaluation import COUNTS_AT_THRESHOLD
 from components.run_knobs import (
     GATED_METRIC,
     EvaluatorWithRunKnobs,
@@ -118,18 +119,25 @@ def eval_config(cfg: PipelineConfig, num_classes: int) -> config_pb2.EvalConfig:
         metrics += [config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")]
         metrics += [config_pb2.MetricConfig(class_name="ConfusionMatrixPlot"),
                     config_pb2.MetricConfig(class_name="ConfusionMatrixAtThresholds",
-                                      config='{"thresholds": [0.5]}')]
+                                      config=COUNTS_AT_THRESHOLD)]
     else:
         k = min(TOP_K, num_classes - 1)
         metrics += [config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
                     config_pb2.MetricConfig(class_name="SparseTopKCategoricalAccuracy",
                                             config=f'{{"k": {k}, "name": "top_{k}_accuracy"}}')]
-        # One-vs-rest AUC/precision/recall, macro-averaged over the classes.
+        # One-vs-rest AUC/precision/recall, macro-averaged over the classes; in a spec of
+        # their own (TFMA cannot average counts), the counts at the threshold that give each
+        # class's precision its sample size.
+        one_vs_rest = config_pb2.BinarizationOptions(class_ids={"values": list(range(num_classes))})
         specs.append(config_pb2.MetricsSpec(
             metrics=[config_pb2.MetricConfig(class_name=c) for c in ("AUC", "Precision", "Recall")],
-            binarize=config_pb2.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
+            binarize=one_vs_rest,
             aggregate=config_pb2.AggregationOptions(
                 macro_average=True, class_weights={i: 1.0 for i in range(num_classes)})))
+        specs.append(config_pb2.MetricsSpec(
+            metrics=[config_pb2.MetricConfig(class_name="ConfusionMatrixAtThresholds",
+                                             config=COUNTS_AT_THRESHOLD)],
+            binarize=one_vs_rest))
     specs.insert(0, config_pb2.MetricsSpec(metrics=metrics))
     config = config_pb2.EvalConfig(
         model_specs=[model_spec],

@@ -47,10 +47,11 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
     Returns:
       The summary: ingestion, classes, components (status, seconds),
       phase1/phase2_val_accuracy, test_metrics (the report's overall metrics),
-      accuracy_interval (95% Wilson), warning (a test split too small for the gate, or None),
-      blessed, serving_check, pushed_to, report, baseline (ServedBaseline's
-      baseline_entry, None without the gate), gate (its thresholds) and total_seconds; without
-      a metadata store, no components and None for the results.
+      accuracy_interval (95% Wilson), intervals (each test metric's 95% interval entry:
+      {"low", "high", "n"}, see components.report.intervals), warning (a test split too
+      small for the gate, or None), blessed, serving_check, pushed_to, report, baseline
+      (ServedBaseline's baseline_entry, None without the gate), gate (its thresholds) and
+      total_seconds; without a metadata store, no components and None for the results.
     """
     summary: dict[str, Any] = {
         "ingestion": {"output_dir": ingested.output_dir, "reused": ingested.reused,
@@ -60,7 +61,7 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
                       "skipped": ingested.report["skipped"]},
         "classes": ingested.report["classes"],
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
-        "test_metrics": {}, "accuracy_interval": None, "warning": None,
+        "test_metrics": {}, "accuracy_interval": None, "intervals": {}, "warning": None,
         "blessed": None, "serving_check": None, "pushed_to": None,
         "report": None, "baseline": None,
         "gate": {"min_accuracy": cfg.min_accuracy, "max_accuracy_drop": cfg.max_accuracy_drop},
@@ -119,6 +120,7 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
         summary["test_metrics"] = {k: None if v is None else round(v, 4)
                                    for k, v in evaluation["overall"].items()}
         summary["accuracy_interval"] = evaluation["accuracy_interval"]
+        summary["intervals"] = evaluation["intervals"]
         summary["warning"] = evaluation["warning"]
     elif type_name == "ModelBlessing" and "blessed" in props:
         summary["blessed"] = bool(props["blessed"].int_value)
@@ -156,7 +158,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             low, high = interval or (None, None)
             lines.append(f"test accuracy {accuracy}: {round(accuracy * count)} of {count} photos"
                          + (f", 95% interval {low:.3f}-{high:.3f}" if interval else ""))
-        shown = ", ".join(f"{k} {v}" for k, v in metrics.items())
+        shown = ", ".join(f"{k} {v}{_interval_text(summary, k)}" for k, v in metrics.items())
         if shown:
             lines.append(f"test metrics: {shown}")
     if summary.get("warning"):
@@ -172,6 +174,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"report: {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
+
+
+def _interval_text(summary: dict[str, Any], metric: str) -> str:
+    entry = (summary.get("intervals") or {}).get(metric)
+    return "" if not entry else (f" (95% {entry['low']:.3f}-{entry['high']:.3f}, "
+                                  f"{entry['n']} photos)")
 
 
 def _phase_line(summary: dict[str, Any], phase: str) -> str:

@@ -18,7 +18,8 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
-from components.report.evaluation import failure_line, wilson_interval
+from components.report.evaluation import failure_line
+from components.report.intervals import wilson_interval
 from components.run_knobs import gate_knobs
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.knobs import RANGES, TRAINER_KNOBS
@@ -309,6 +310,17 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path
     assert evaluation["served"]["accuracy"] == metrics["accuracy"]
     assert [(r["class"], r["count"]) for r in evaluation["per_class"]] == [("cats", 10),
                                                                           ("dogs", 10)]
+    # Each headline metric's interval stands on its own photos: precision on the photos
+    # predicted as dogs, recall on the dogs, AUC on the dogs against the cats.
+    (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
+    intervals = summary["intervals"]
+    assert intervals == evaluation["intervals"]
+    assert [intervals[k]["n"] for k in ("accuracy", "precision", "recall", "auc")] == [
+        20, tp + fp, tp + fn, 20]
+    assert intervals["auc"]["positives"] == 10
+    assert all(intervals[k]["low"] <= metrics[k] <= intervals[k]["high"] for k in intervals)
+    assert (f"auc {metrics['auc']} (95% {intervals['auc']['low']:.3f}-"
+            f"{intervals['auc']['high']:.3f}, 20 photos)") in good.stdout
     assert numbers["data"]["per_split_total"] == summary["ingestion"]["per_split"]
     assert numbers["data"]["skipped"] == summary["ingestion"]["skipped"]
     steps = {s["component"]: (s["status"], s["seconds"]) for s in numbers["timing"]["steps"]}
@@ -590,6 +602,19 @@ def test_six_classes_of_real_scenes_read_cleanly_and_a_threshold_met_exactly_ble
     report = json.loads(next(out.rglob("report.json")).read_text())
     assert [r["class"] for r in report["evaluation"]["per_class"]] == summary["classes"]
     assert report["evaluation"]["top_k"] == 3 and len(report["evaluation"]["confusion_matrix"]) == 6
+    # An interval for every headline metric, none for a metric not shown.
+    intervals = summary["intervals"]
+    assert set(intervals) == set(metrics) - {"example_count"}
+    assert all(intervals[k]["low"] <= metrics[k] <= intervals[k]["high"] for k in intervals)
+    assert all(f"{k} {metrics[k]} (95% " in printed for k in intervals if k != "accuracy")
+    columns = np.sum(report["evaluation"]["confusion_matrix"], axis=0)
+    for row, predicted in zip(report["evaluation"]["per_class"], columns, strict=True):
+        # Recall on the class's photos; precision on those above 0.5, which are a part of
+        # the photos the class is the likeliest for.
+        assert row["intervals"]["recall"]["n"] == row["count"]
+        assert row["intervals"]["precision"] is None or (
+            row["intervals"]["precision"]["n"] <= predicted)
+        assert row["intervals"]["auc"]["positives"] == row["count"]
 
     # The same model gated at exactly its accuracy (k/n in float64; TFMA's is float32): met.
     result = run_local(*args, "--min-accuracy", repr(k / n))

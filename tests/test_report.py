@@ -15,12 +15,8 @@ from PIL import Image
 from components.report import history as hist
 from components.report import page, plots
 from components.report.build import data_numbers, serving_numbers
-from components.report.evaluation import (
-    _binary_class_rates,
-    _clean_name,
-    small_split_warning,
-    wilson_interval,
-)
+from components.report.evaluation import _clean_name, small_split_warning
+from components.report.intervals import auc_entry, proportion_entry
 from components.report.predictions import balanced_sample, confident_mistakes, reliability
 from tests.conftest import REPO
 
@@ -89,13 +85,6 @@ def test_mistakes_most_confident_first_and_reliability():
     assert sum(numbers["count"]) == 4 and numbers["count"][8] == 1  # 0.9 falls in (0.8, 0.9]
     # |acc - conf| weighted: 0.9 wrong, 0.8 right, 0.6 right, 0.7 wrong.
     assert numbers["ece"] == pytest.approx((0.9 + 0.2 + 0.4 + 0.7) / 4)
-
-
-def test_binary_per_class_rates_from_the_confusion_counts():
-    matrix = [[6, 4], [0, 10]]  # [[tn, fp], [fn, tp]]
-    assert _binary_class_rates(matrix, 1) == (pytest.approx(10 / 14), 1.0)
-    assert _binary_class_rates(matrix, 0) == (1.0, 0.6)
-    assert _binary_class_rates([[0, 0], [0, 5]], 0) == (None, None)
 
 
 def jpeg(color: tuple[int, int, int]) -> bytes:
@@ -207,6 +196,23 @@ def test_the_page_shows_the_numbers_it_is_given():
     assert markdown.startswith("## BLESSED and pushed") and "| accuracy | 0.8125 |" in markdown
 
 
+def test_each_metric_shows_its_interval_and_the_photos_it_stands_on():
+    numbers, figures, thumbs = synthetic(["cats", "dogs"])
+    ev = numbers["evaluation"]
+    ev["intervals"] = {"accuracy": proportion_entry(0.9, 30), "auc": auc_entry(0.93, 14, 16),
+                       "precision": proportion_entry(0.8, 15)}
+    ev["per_class"][1]["intervals"] = {"precision": proportion_entry(0.8, 15), "recall": None,
+                                       "auc": auc_entry(0.93, 14, 16)}
+    text = page.render_html(numbers, figures, thumbs)
+    for fragment in ("<td class='n'>0.744-0.965</td><td class='n'>30 test photos</td>",
+                     "<td class='n'>15 predicted dogs</td>", "14 dogs against 16 cats",
+                     "<td class='n'>0.8 (0.548-0.929)</td><td class='n'>n/a</td>",
+                     "recall on the class's photos"):
+        assert fragment in text, fragment
+    markdown = page.render_markdown(numbers)
+    assert "| accuracy | 0.8125 | 0.744-0.965 |" in markdown
+
+
 def test_a_refused_model_says_why_and_offers_no_query():
     numbers, figures, thumbs = synthetic(["cats", "dogs"], blessed=False)
     ok, headline, details = page.verdict(numbers)
@@ -241,14 +247,6 @@ def test_data_numbers_list_skipped_files_with_reasons():
         "path": "f0", "reason": "corrupt"}
     assert json.loads(json.dumps(numbers))["anomalies"] == ["test: label_name: new value"]
     assert data_numbers(None, [], [])["source"].startswith("unknown")
-
-
-def test_wilson_interval():
-    # Reference values (Wilson, 1927; as statsmodels' proportion_confint(method="wilson")).
-    assert wilson_interval(27, 30) == pytest.approx((0.7438, 0.9654), abs=1e-4)
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
-    assert wilson_interval(490, 500)[1] - wilson_interval(490, 500)[0] < 0.04
 
 
 def test_the_small_split_warning_says_when_the_gate_cannot_tell():

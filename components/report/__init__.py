@@ -99,9 +99,14 @@ def plain_properties(artifact: Artifact) -> Any:
 
 def _mark_kfp_outputs(numbers: dict, metrics: Artifact, confusion: Artifact) -> None:
     """The overall metrics and the confusion matrix as Kubeflow's UI reads them."""
+    intervals = numbers["evaluation"].get("intervals") or {}
     for name, value in numbers["evaluation"]["overall"].items():
         if value is not None:
             metrics.set_float_custom_property(name, float(value))
+        if intervals.get(name):
+            for bound in ("low", "high"):
+                metrics.set_float_custom_property(f"{name}_95_{bound}",
+                                                  float(intervals[name][bound]))
     metrics.set_float_custom_property("expected_calibration_error",
                                       numbers["evaluation"]["calibration"]["ece"])
     matrix = (numbers["evaluation"]["confusion_matrix"]

@@ -14,14 +14,18 @@ import math
 import re
 from typing import Any
 
-_BINARY_THRESHOLD = 0.5
+from components.report.intervals import auc_entry, macro_entry, proportion_entry
+
+# The threshold of the precision and recall TFMA reports (its default) and of the confusion
+# counts the eval config asks for beside them (COUNTS_AT_THRESHOLD).
+THRESHOLD = 0.5
+COUNTS_AT_THRESHOLD = f'{{"thresholds": [{THRESHOLD}]}}'
 # The overall metrics, in the order shown. Two classes: the positive class's AUC, precision and
 # recall. More: top-k accuracy and the one-vs-rest metrics' macro averages, named as such; an
 # overall precision, recall or AUC is not defined there.
 OVERALL = ("accuracy", "top_k_accuracy", "auc", "precision", "recall", "macro_auc",
            "macro_precision", "macro_recall", "example_count")
 _TOP_K = re.compile(r"top_(\d+)_accuracy")
-Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
 def _number(value: Any) -> float | None:
@@ -41,27 +45,10 @@ def _clean_name(name: str) -> str:
     return f"macro_{base}" if "macro_average" in prefix else base
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% by default).
-
-    Args:
-      successes: e.g. the correctly classified test photos.
-      n: the trials (test photos); > 0.
-
-    Returns:
-      (low, high), within [0, 1].
-    """
-    p = successes / n
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, center - half), min(1.0, center + half)
-
-
 def accuracy_interval(accuracy: float | None, n: int | None) -> list[float] | None:
     """accuracy's 95% Wilson interval on n test photos, rounded to 4 places; None without."""
-    if accuracy is None or not n:
-        return None
-    return [round(x, 4) for x in wilson_interval(round(accuracy * n), n)]
+    entry = proportion_entry(accuracy, n)
+    return None if entry is None else [entry["low"], entry["high"]]
 
 
 def small_split_warning(accuracy: float | None, n: int | None,
@@ -131,27 +118,36 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
     binary = len(classes) == 2
     matrix = (_binary_confusion(overall_raw) if binary
               else _multiclass_confusion(result.plots, len(classes)))
+    if overall.get("example_count") is not None:
+        overall["example_count"] = int(overall["example_count"])
+    count, gate = overall.get("example_count"), gate_thresholds(result.config)
     per_class = []
     for i, name in enumerate(classes):
         if binary:
             precision, recall = _binary_class_rates(matrix, i)
             auc = overall.get("auc")
+            at_half = _class_counts(matrix, i)
         else:
             metrics = by_class.get(i, {})
             precision, recall, auc = (_number(metrics.get(k))
                                        for k in ("precision", "recall", "auc"))
+            at_half = _counts_at_half(metrics)
         per_class.append({"class": name, "count": counts.get(name), "precision": precision,
-                          "recall": recall, "auc": auc})
-    if overall.get("example_count") is not None:
-        overall["example_count"] = int(overall["example_count"])
-    count, gate = overall.get("example_count"), gate_thresholds(result.config)
+                          "recall": recall, "auc": auc,
+                          "intervals": _class_intervals(precision, recall, auc, at_half,
+                                                        counts.get(name), count)})
+    if binary and per_class:
+        # One AUC, the positive class's: both rows show its interval.
+        per_class[0]["intervals"]["auc"] = per_class[1]["intervals"]["auc"]
+    intervals = _overall_intervals(overall, per_class, count, binary)
     return {"overall": {k: overall.get(k) for k in (*OVERALL, "accuracy_diff") if k in overall},
             "top_k": top_k,
             "accuracy_interval": accuracy_interval(overall.get("accuracy"), count),
+            "intervals": intervals,
             "warning": small_split_warning(overall.get("accuracy"), count,
                                            gate["min_accuracy"]),
             "averaging": (f"AUC, precision and recall of the positive class, {classes[1]!r}, "
-                          f"precision and recall at {_BINARY_THRESHOLD}" if binary else
+                          f"precision and recall at {THRESHOLD}" if binary else
                           "no overall precision, recall or AUC for more than two classes: "
                           "macro_auc, macro_precision and macro_recall are the one-vs-rest "
                           f"metrics' plain averages over the {len(classes)} classes"
@@ -161,26 +157,68 @@ def read_evaluation(evaluation_uri: str, classes: list[str]) -> dict[str, Any]:
             **validation(evaluation_uri, count)}
 
 
-def _binary_confusion(overall_raw: dict[str, Any]) -> list[list[int]] | None:
-    """[[tn, fp], [fn, tp]] at 0.5 from TFMA's ConfusionMatrixAtThresholds."""
-    matrices = (overall_raw.get("confusion_matrix_at_thresholds", {})
+def _class_intervals(precision: float | None, recall: float | None, auc: float | None,
+                     at_half: tuple[int, int, int, int] | None, class_count: int | None,
+                     count: int | None) -> dict[str, dict | None]:
+    """A class's 95% intervals: precision on the photos predicted as it (at 0.5), recall on its
+    photos, one-vs-rest AUC on its photos against the rest."""
+    predicted = None if at_half is None else at_half[1] + at_half[3]
+    negatives = None if class_count is None or count is None else count - class_count
+    return {"precision": proportion_entry(precision, predicted),
+            "recall": proportion_entry(recall, class_count),
+            "auc": auc_entry(auc, class_count, negatives)}
+
+
+def _overall_intervals(overall: dict[str, Any], per_class: list[dict[str, Any]],
+                       count: int | None, binary: bool) -> dict[str, dict | None]:
+    """Each overall metric's 95% interval entry ({"low", "high", "n"}), by metric name."""
+    intervals = {k: proportion_entry(overall.get(k), count)
+                 for k in ("accuracy", "top_k_accuracy") if k in overall}
+    for metric in ("precision", "recall", "auc"):
+        if binary and metric in overall:
+            intervals[metric] = per_class[1]["intervals"][metric]
+        if f"macro_{metric}" in overall:
+            intervals[f"macro_{metric}"] = macro_entry(
+                overall[f"macro_{metric}"], [r["intervals"][metric] for r in per_class], count)
+    return intervals
+
+
+def _counts_at_half(metrics: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """(tn, fp, fn, tp) at 0.5 from TFMA's ConfusionMatrixAtThresholds, if it ran."""
+    matrices = (metrics.get("confusion_matrix_at_thresholds", {})
                 .get("confusionMatrixAtThresholds", {}).get("matrices", []))
     for m in matrices:
-        if math.isclose(m.get("threshold", 0.0), _BINARY_THRESHOLD):
+        if math.isclose(m.get("threshold", 0.0), THRESHOLD):
             # proto3 JSON leaves out zero counts.
             tn, fp, fn, tp = (int(round(m.get(k, 0.0))) for k in (
                 "trueNegatives", "falsePositives", "falseNegatives", "truePositives"))
-            return [[tn, fp], [fn, tp]]
+            return tn, fp, fn, tp
     return None
+
+
+def _class_counts(matrix: list[list[int]] | None,
+                  i: int) -> tuple[int, int, int, int] | None:
+    """(tn, fp, fn, tp) of class i (0 or 1) from the 2x2 confusion counts."""
+    if matrix is None:
+        return None
+    (tn, fp), (fn, tp) = matrix if i == 1 else (matrix[1][::-1], matrix[0][::-1])
+    return tn, fp, fn, tp
+
+
+def _binary_confusion(overall_raw: dict[str, Any]) -> list[list[int]] | None:
+    """[[tn, fp], [fn, tp]] at 0.5 from TFMA's ConfusionMatrixAtThresholds."""
+    counts = _counts_at_half(overall_raw)
+    return None if counts is None else [list(counts[:2]), list(counts[2:])]
 
 
 def _binary_class_rates(matrix: list[list[int]] | None,
                         i: int) -> tuple[float | None, float | None]:
     """Precision and recall of class i (0 or 1) from the 2x2 confusion counts."""
-    if matrix is None:
+    counts = _class_counts(matrix, i)
+    if counts is None:
         return None, None
-    predicted_i = matrix[0][i] + matrix[1][i]
-    return _ratio(matrix[i][i], predicted_i), _ratio(matrix[i][i], sum(matrix[i]))
+    _, fp, fn, tp = counts
+    return _ratio(tp, tp + fp), _ratio(tp, tp + fn)
 
 
 def _multiclass_confusion(plots: list, num_classes: int) -> list[list[int]] | None:

@@ -120,6 +120,36 @@ def verdict(numbers: dict[str, Any]) -> tuple[bool, str, list[str]]:
     return serving["pushed"], headline, details
 
 
+def interval_text(entry: dict[str, Any] | None, brackets: str = "") -> str:
+    """A 95% interval entry as "low-high" (in brackets when given, e.g. "()"); "" without.
+
+    Args:
+      entry: {"low", "high", ...} (components.report.intervals), or None.
+      brackets: an opening and a closing character, or "".
+
+    Returns:
+      The text.
+    """
+    if not entry:
+        return ""
+    text = f"{entry['low']:.3f}-{entry['high']:.3f}"
+    return f"{brackets[0]}{text}{brackets[1]}" if brackets else text
+
+
+def _counted(metric: str, entry: dict[str, Any] | None, classes: list[str]) -> str:
+    """Which test photos an overall metric's interval stands on."""
+    if not entry:
+        return ""
+    n = entry["n"]
+    if metric == "precision":
+        return f"{n} predicted {classes[1]}"
+    if metric == "recall":
+        return f"{n} {classes[1]}"
+    if metric == "auc":
+        return f"{entry['positives']} {classes[1]} against {n - entry['positives']} {classes[0]}"
+    return f"{n} test photos"
+
+
 def _verdict_html(numbers: dict[str, Any]) -> str:
     ok, headline, details = verdict(numbers)
     items = "".join(f"<li>{_e(d)}</li>" for d in details)
@@ -191,14 +221,21 @@ def _evaluation_html(numbers: dict[str, Any], figures: dict[str, bytes],
                      thumbs: dict[int, bytes]) -> str:
     ev = numbers["evaluation"]
     o = ev["overall"]
-    interval = ev.get("accuracy_interval")
-    overall = _table(["metric", "value", "95% interval"],
+    intervals, classes = ev.get("intervals") or {}, numbers["classes"]
+    overall = _table(["metric", "value", "95% interval", "photos it counts"],
                      [[metric_label(k, ev.get("top_k")), o[k],
-                       f"{interval[0]:.3f}-{interval[1]:.3f}" if k == "accuracy" and interval
-                       else ""] for k in OVERALL if k in o])
-    per_class = _table(["class", "test images", "precision", "recall", "AUC (one-vs-rest)"],
-                       [[r["class"], r["count"], r["precision"], r["recall"], r["auc"]]
+                       interval_text(intervals.get(k)), _counted(k, intervals.get(k), classes)]
+                      for k in OVERALL if k in o])
+    per_class = _table(["class", "test images", "precision (95% interval)",
+                        "recall (95% interval)", "AUC one-vs-rest (95% interval)"],
+                       [[r["class"], r["count"],
+                         *(" ".join(filter(None, (fmt(r[m]), interval_text(
+                             r.get("intervals", {}).get(m), "()"))))
+                           for m in ("precision", "recall", "auc"))]
                         for r in ev["per_class"]])
+    per_class += ("<p class='note'>Intervals: precision on the photos predicted as the class "
+                  "(probability above 0.5), recall on the class's photos, AUC on the class's "
+                  "photos against the rest.</p>")
     served = ev["served"]
     agreement = ("<p class='note'>The served model's predictions on the raw test images give "
                  f"the same confusion matrix (accuracy {fmt(served['accuracy'])}).</p>"
@@ -291,10 +328,11 @@ def render_markdown(numbers: dict[str, Any]) -> str:
     """
     _, headline, details = verdict(numbers)
     ev = numbers["evaluation"]
-    lines = [f"## {headline}", "", *(f"- {d}" for d in details), "", "| metric | value |",
-             "|---|---|"]
-    lines += [f"| {metric_label(k, ev.get('top_k'))} | {fmt(v)} |"
-              for k, v in ev["overall"].items()]
+    intervals = ev.get("intervals") or {}
+    lines = [f"## {headline}", "", *(f"- {d}" for d in details), "",
+             "| metric | value | 95% interval |", "|---|---|---|"]
+    lines += [f"| {metric_label(k, ev.get('top_k'))} | {fmt(v)} | "
+              f"{interval_text(intervals.get(k))} |" for k, v in ev["overall"].items()]
     lines += ["", "| class | precision | recall | AUC |", "|---|---|---|---|"]
     lines += [f"| {r['class'].replace('|', '/')} | {fmt(r['precision'])} | {fmt(r['recall'])} "
               f"| {fmt(r['auc'])} |" for r in ev["per_class"]]
