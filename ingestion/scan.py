@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -164,6 +165,23 @@ def scan_image_tree(root: str) -> ImageTree:
     if not is_dir(root):
         raise IngestError(
             f"image folder '{printable(root)}' does not exist or is not a directory")
+    layout, origins, classes = _find_layout(root)
+    tree = ImageTree(root=root, layout=layout, classes=classes, files=[])
+    candidates = _list_class_folders(tree, origins, is_dir)
+    _list_outside_class_folders(tree, origins)
+    _check_every_class_has_images(tree, candidates, is_dir)
+    tree.warnings = imbalance_warnings(classes, candidates, origins)
+    for warning in tree.warnings:
+        LOG.warning("%s", warning)
+    _check_paths_unique(tree)
+    tree.files.sort(key=lambda f: f.path)
+    tree.skipped.sort(key=lambda s: s[0])
+    return tree
+
+
+def _find_layout(root: str) -> tuple[str, list[str], list[str]]:
+    """(layout, origins, classes) of root; raises IngestError for neither layout, a missing
+    train/ or validation/, a validation/ class train/ lacks, bad names or < 2 classes."""
     top = _class_dirs(root)
     if "train" in top or "validation" in top:
         if "train" not in top or "validation" not in top:
@@ -186,15 +204,20 @@ def scan_image_tree(root: str) -> ImageTree:
         raise IngestError(
             f"found {len(classes)} class folder(s) in '{printable(root)}' ({classes}); need at "
             "least 2. Expected root/train/<class>/ + root/validation/<class>/ or root/<class>/")
+    return layout, origins, classes
 
-    tree = ImageTree(root=root, layout=layout, classes=classes, files=[])
-    candidates: Counter = Counter()  # (origin, class index) -> candidate files
+
+def _list_class_folders(tree: ImageTree, origins: list[str],
+                        is_dir: Callable[[str], bool]) -> Counter:
+    """Adds each class folder's files (candidates) and skipped entries to tree; returns the
+    candidates counted by (origin, class index)."""
+    candidates: Counter = Counter()
     for origin in origins:
-        for index, name in enumerate(classes):
-            folder = os.path.join(root, origin, name)
+        for index, name in enumerate(tree.classes):
+            folder = os.path.join(tree.root, origin, name)
             if not is_dir(folder):
                 continue
-            _check_not_enclosing(root, folder)
+            _check_not_enclosing(tree.root, folder)
             prefix = (origin, name) if origin else (name,)
             for parts, reason in walk(folder):
                 path, fs_path = _rel(prefix + parts)
@@ -205,38 +228,45 @@ def scan_image_tree(root: str) -> ImageTree:
                     candidates[origin, index] += 1
                 else:
                     tree.skipped.append((path, reason, name))
-    # Everything outside the class folders: listed, never opened.
-    outside = [((), root, origins if layout == TRAIN_VALIDATION else classes)]
-    if layout == TRAIN_VALIDATION:
-        outside += [((o,), os.path.join(root, o), classes) for o in origins]
+    return candidates
+
+
+def _list_outside_class_folders(tree: ImageTree, origins: list[str]) -> None:
+    """Adds everything outside the class folders to tree's skipped entries, never opened."""
+    two_folders = tree.layout == TRAIN_VALIDATION
+    outside = [((), tree.root, origins if two_folders else tree.classes)]
+    if two_folders:
+        outside += [((o,), os.path.join(tree.root, o), tree.classes) for o in origins]
     for prefix, folder, inside in outside:
         for parts, reason in walk(folder, skip=inside):
             tree.skipped.append((_rel(prefix + parts)[0], reason or "not in a class folder", None))
 
+
+def _check_every_class_has_images(tree: ImageTree, candidates: Counter,
+                                  is_dir: Callable[[str], bool]) -> None:
+    """Raises IngestError when no class folder holds a file, or a class (in either folder of
+    the train/validation layout) holds none."""
     if not tree.files:
-        raise IngestError(f"no files found in the class folders of '{printable(root)}'")
-    for index, name in enumerate(classes):
-        if layout == CLASS_FOLDERS and not candidates["", index]:
+        raise IngestError(f"no files found in the class folders of '{printable(tree.root)}'")
+    for index, name in enumerate(tree.classes):
+        if tree.layout == CLASS_FOLDERS and not candidates["", index]:
             raise IngestError(f"class {name!r} has no images (folder {name}/ holds no files)")
-        if layout == TRAIN_VALIDATION:
+        if tree.layout == TRAIN_VALIDATION:
             n_train, n_val = candidates["train", index], candidates["validation", index]
             if not n_train or not n_val:
                 empty = "train" if not n_train else "validation"
-                state = "is empty" if is_dir(os.path.join(root, empty, name)) else "is missing"
+                state = ("is empty" if is_dir(os.path.join(tree.root, empty, name))
+                         else "is missing")
                 raise IngestError(
                     f"class {name!r} has {n_train} files in train/ and {n_val} in validation/ "
                     f"({empty}/{name}/ {state}); every class needs images in both")
-    tree.warnings = imbalance_warnings(classes, candidates, origins)
-    for warning in tree.warnings:
-        LOG.warning("%s", warning)
+
+
+def _check_paths_unique(tree: ImageTree) -> None:
+    """Raises IngestError when two entries' printable paths are the same."""
     paths = Counter([f.path for f in tree.files] + [p for p, _, _ in tree.skipped])
     clashes = sorted(p for p, n in paths.items() if n > 1)
     if clashes:
         raise IngestError(f"{len(clashes)} path(s) appear twice once names are made printable "
                           f"(a name that is not UTF-8 or has control characters), e.g. "
                           f"{clashes[0]!r}; rename one of them")
-    tree.files.sort(key=lambda f: f.path)
-    tree.skipped.sort(key=lambda s: s[0])
-    return tree
-
-
