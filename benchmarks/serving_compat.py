@@ -13,11 +13,13 @@ Usage, on the host (not inside scripts/in-env, whose Python 3.13 cannot install 
         --tf-version 2.19.1 --tf-version 2.21.0 \\
         [--images a.jpg b.jpg ...] [--python /usr/bin/python3.11] [--json report.json]
 
-For each version, in its venv (standard library, tensorflow and numpy only), it:
+First, in the project's environment (scripts/in-env, which has tensorflow-serving-api),
+serving_compat_warmup.py decodes assets.extra/tf_serving_warmup_requests into arrays with the
+local server's own reader. Then, for each version, serving_compat_check.py runs in its venv
+(that TensorFlow and numpy, and the project's TF-only session loader, serving/session_bundle.py):
   * imports the `serve` MetaGraph into a TF1 session, restoring the variables through the
     SavedModel's saver and running the init op (tables, assets);
-  * replays assets.extra/tf_serving_warmup_requests (PredictionLog records, decoded from the
-    protobuf wire format here, so tensorflow-serving-api is not needed);
+  * replays the warmup requests' tensors;
   * runs `serving_default` on the JPEG bytes of the images and `from_examples` on serialized
     tf.Examples of the same images;
   * runs `saved_model_cli run` from that venv on an .npy of the same JPEG bytes.
@@ -55,7 +57,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TFX_IMAGE_TRANSFER_SHARED", REPO.parent / "shared"))
 PHOTOS = SHARED / "data" / "cats_vs_dogs_mini" / "validation"
 PHOTOS_PER_CLASS = 2
-CHECK_COMMAND = "_check"  # first argument of the side-venv run of this file
+CHECK = Path(__file__).resolve().with_name("serving_compat_check.py")  # run in the side venvs
+WARMUP = Path(__file__).resolve().with_name("serving_compat_warmup.py")  # run in the project's
+IN_ENV = REPO / "scripts" / "in-env"
 STAMP = ".installed"  # written into a venv once its install succeeded
 INSTALL_TIMEOUT = 1800  # seconds
 CHECK_TIMEOUT = 900  # seconds
@@ -75,19 +79,15 @@ class CompatError(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # The model's interface, from contract/ (standard library only, see tests/test_layers.py). The
-# side venv gets these names in its arguments, so that it imports no project code.
+# side venv gets these names in its arguments.
 # ---------------------------------------------------------------------------------------------
 
 
-def interface_names() -> dict[str, str]:
-    """The signature, input, output, asset and feature names of the exported model.
-
-    Returns:
-      A name per role, read from contract/.
-    """
+def _contract() -> dict[str, Any]:
+    """The contract's modules' names this file uses, imported with the repository on sys.path."""
     sys.path.insert(0, str(REPO))
     try:
-        from contract import features, interface
+        from contract import artifacts, features, interface
     finally:
         sys.path.remove(str(REPO))
     return {
@@ -103,7 +103,18 @@ def interface_names() -> dict[str, str]:
         "positive_probability": interface.POSITIVE_PROBABILITY,
         "labels": f"assets/{interface.LABELS_ASSET}",
         "warmup": interface.WARMUP_FILE,
+        "saved_model_file": artifacts.SAVED_MODEL_FILE,
+        "version_names": artifacts.version_names,
     }
+
+
+def interface_names() -> dict[str, str]:
+    """The signature, input, output, asset and feature names of the exported model.
+
+    Returns:
+      A name per role, read from contract/.
+    """
+    return {k: v for k, v in _contract().items() if isinstance(v, str)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,15 +294,44 @@ def _pip_reason(stderr: str) -> str:
     return (errors or lines or ["pip failed"])[-1].removeprefix("ERROR: ")
 
 
+def decode_warmup(model_dir: Path, work_dir: Path) -> Path | None:
+    """Decodes the version's warmup requests into arrays in the project's environment.
+
+    The side venvs hold only TensorFlow; tensorflow-serving-api (PredictionLog) is the
+    project's, so serving_compat_warmup.py reads the records there, with the local server's
+    reader, and the side venvs replay tensors.
+
+    Args:
+      model_dir: the SavedModel version directory.
+      work_dir: an empty directory for the manifest and the arrays.
+
+    Returns:
+      The manifest's path; None when the version has no warmup file.
+
+    Raises:
+      CompatError: the warmup file cannot be decoded (TF Serving would refuse the version).
+    """
+    if not (model_dir / _contract()["warmup"]).exists():
+        return None
+    manifest = work_dir / "warmup.json"
+    done = subprocess.run([str(IN_ENV), "python", str(WARMUP), str(model_dir), str(manifest)],
+                          capture_output=True, text=True, timeout=CHECK_TIMEOUT)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
+        raise CompatError(f"cannot decode the warmup file of {model_dir}: {lines[-1]}")
+    return manifest
+
+
 def run_check(venv: Path, model_dir: Path, images: Sequence[Path], names: dict[str, str],
-              log_path: Path) -> dict[str, Any]:
-    """Runs this file's check in a venv and returns its JSON report.
+              warmup: Path | None, log_path: Path) -> dict[str, Any]:
+    """Runs serving_compat_check.py in a venv and returns its JSON report.
 
     Args:
       venv: the side venv.
       model_dir: the SavedModel version directory.
       images: the encoded images to feed.
       names: the model's interface names (interface_names()).
+      warmup: decode_warmup()'s manifest, or None.
       log_path: where the run's standard error goes.
 
     Returns:
@@ -300,11 +340,13 @@ def run_check(venv: Path, model_dir: Path, images: Sequence[Path], names: dict[s
     Raises:
       CompatError: the check crashed or printed no report.
     """
-    # -I: neither PYTHONPATH (scripts/in-env sets it to the repo) nor this folder on sys.path,
-    # so the check cannot import project code by accident.
-    command = [str(venv / "bin" / "python"), "-I", str(Path(__file__).resolve()), CHECK_COMMAND,
+    # -I: no PYTHONPATH (scripts/in-env sets it to the repo); the check puts the repository
+    # on sys.path itself and imports only serving.session_bundle and contract/ from it.
+    command = [str(venv / "bin" / "python"), "-I", str(CHECK),
                "--model-dir", str(model_dir), "--names", json.dumps(names),
                "--images", *(str(p) for p in images)]
+    if warmup is not None:
+        command += ["--warmup", str(warmup)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1"}
     env.pop("PYTHONPATH", None)
     with open(log_path, "w", encoding="utf-8") as log:
@@ -497,14 +539,16 @@ def resolve_model_dir(path: Path) -> Path:
     """
     if not path.is_dir():
         raise CompatError(f"--model-dir {path} is not a directory")
-    if (path / "saved_model.pb").exists():
+    contract = _contract()
+    saved_model = contract["saved_model_file"]
+    if (path / saved_model).exists():
         return path.resolve()
-    versions = sorted((p for p in path.iterdir() if p.name.isdigit()
-                       and (p / "saved_model.pb").exists()), key=lambda p: int(p.name))
+    versions = [name for name in contract["version_names"]([p.name for p in path.iterdir()])
+                if (path / name / saved_model).exists()]
     if not versions:
-        raise CompatError(f"--model-dir {path} holds no saved_model.pb, nor numbered versions "
+        raise CompatError(f"--model-dir {path} holds no {saved_model}, nor numbered versions "
                           "that do")
-    return versions[-1].resolve()
+    return (path / versions[0]).resolve()
 
 
 def default_images() -> list[Path]:
@@ -551,10 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       0 when every version passed, 1 when one failed, 2 on a usage or setup error.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == [CHECK_COMMAND]:
-        return check_main(argv[1:])
-    args = parse_args(argv)
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return compare(args)
     except CompatError as e:
@@ -595,6 +636,7 @@ def compare(args: argparse.Namespace) -> int:
     interpreters = [choose_interpreter(v, args.python) for v in args.tf_versions]
     results: list[VersionResult] = []
     logs = Path(tempfile.mkdtemp(prefix="serving_compat-"))
+    warmup = decode_warmup(model_dir, logs)
     for i, version in enumerate(args.tf_versions):
         interpreter = interpreters[i]
         result = VersionResult(version, interpreter)
@@ -605,7 +647,7 @@ def compare(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         start = time.monotonic()
         log_path = logs / f"check-tf-{version}.log"
-        result.report = run_check(venv, model_dir, images, names, log_path)
+        result.report = run_check(venv, model_dir, images, names, warmup, log_path)
         result.check_seconds = time.monotonic() - start
         installed = result.report.get("tensorflow")
         if installed != version:
@@ -631,316 +673,6 @@ def compare(args: argparse.Namespace) -> int:
                            "report": r.report} for r in results]}, indent=1),
             encoding="utf-8")
     return 0 if all(not r.failures for r in results) else 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Side-venv side: the check itself. Standard library, tensorflow and numpy only; keep it
-# runnable on every Python the venvs use (3.9 and later).
-# ---------------------------------------------------------------------------------------------
-
-
-def check_main(argv: Sequence[str]) -> int:
-    """Loads the model in a TF1 session and runs every check; prints the report as JSON.
-
-    Args:
-      argv: --model-dir DIR --names JSON --images FILE...
-
-    Returns:
-      0 (the verdicts are in the report).
-    """
-    parser = argparse.ArgumentParser(prog=f"serving_compat.py {CHECK_COMMAND}")
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--names", required=True, type=json.loads)
-    parser.add_argument("--images", nargs="+", required=True)
-    args = parser.parse_args(argv)
-    import tensorflow as tf
-
-    names: dict[str, str] = args.names
-    encoded = [Path(p).read_bytes() for p in args.images]
-    report: dict[str, Any] = {
-        "tensorflow": tf.__version__, "git_version": tf.version.GIT_VERSION,
-        "python": ".".join(str(v) for v in sys.version_info[:3]),
-    }
-    start = time.monotonic()
-    try:
-        session, signatures = load_session(args.model_dir, names["tag"])
-        report["load"] = {"ok": True, "seconds": round(time.monotonic() - start, 2),
-                          "signatures": sorted(signatures)}
-    except Exception as e:
-        report["load"] = {"ok": False, "error": _one_line(e)}
-        print(json.dumps(report))
-        return 0
-    report["warmup"] = _step(lambda: replay_warmup(
-        session, signatures, os.path.join(args.model_dir, names["warmup"]),
-        names["images_signature"]))
-    report["serving_default"] = _step(lambda: {"outputs": run_signature(
-        session, _signature(signatures, names["images_signature"]),
-        {names["images_input"]: encoded})})
-    report["from_examples"] = _step(lambda: {"outputs": run_signature(
-        session, _signature(signatures, names["examples_signature"]),
-        {names["examples_input"]: serialized_examples(encoded, names["image_feature"])})})
-    session.close()
-    report["saved_model_cli"] = _step(lambda: {"outputs": run_saved_model_cli(
-        args.model_dir, names, encoded)})
-    print(json.dumps(report))
-    return 0
-
-
-def _signature(signatures: dict[str, Any], name: str) -> Any:
-    if name not in signatures:
-        raise ValueError(f'signature "{name}" not found (the model has {sorted(signatures)})')
-    return signatures[name]
-
-
-def _step(run: Any) -> dict[str, Any]:
-    start = time.monotonic()
-    try:
-        entry = run()
-        entry["ok"] = True
-    except Exception as e:
-        entry = {"ok": False, "error": _one_line(e)}
-        if isinstance(e, WarmupError):
-            entry["replayed"] = e.replayed
-    entry["seconds"] = round(time.monotonic() - start, 2)
-    return entry
-
-
-def _one_line(error: BaseException) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    noise = ("Graph execution error", "Detected at node", "[[", "<stack traces")
-    return " ".join(line for line in lines if not line.startswith(noise))[:500]
-
-
-def load_session(model_dir: str, tag: str) -> tuple[Any, dict[str, Any]]:
-    """Loads the MetaGraph of a tag as TF Serving does: import, restore, init op.
-
-    Args:
-      model_dir: the SavedModel directory.
-      tag: the MetaGraph tag ("serve").
-
-    Returns:
-      The session and the SignatureDefs by name.
-    """
-    import tensorflow as tf
-
-    graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
-    with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, [tag], model_dir)
-    return session, {k: v for k, v in meta_graph.signature_def.items()
-                     if not k.startswith("__")}
-
-
-def run_signature(session: Any, signature: Any, inputs: dict[str, Any],
-                  output_filter: Sequence[str] = ()) -> dict[str, Any]:
-    """One Session.run feeding and fetching a SignatureDef's tensors, as a Predict does.
-
-    Args:
-      session: the model's session.
-      signature: the SignatureDef.
-      inputs: a value per input alias (lists of bytes for strings, or numpy arrays).
-      output_filter: the output aliases to fetch; empty means all.
-
-    Returns:
-      The outputs by alias as JSON values (strings decoded as UTF-8).
-    """
-    import numpy as np
-
-    if set(inputs) != set(signature.inputs):
-        raise ValueError(f"inputs {sorted(inputs)} do not match the signature's "
-                         f"{sorted(signature.inputs)}")
-    feeds = {}
-    for alias, value in inputs.items():
-        array = value if isinstance(value, np.ndarray) else np.array(value, dtype=object)
-        feeds[signature.inputs[alias].name] = array
-    wanted = list(output_filter) or sorted(signature.outputs)
-    fetched = session.run({a: signature.outputs[a].name for a in wanted}, feeds)
-    return {alias: to_json(value) for alias, value in fetched.items()}
-
-
-def to_json(value: Any) -> Any:
-    """A numpy output as JSON: floats, ints, and bytes decoded as UTF-8."""
-    import numpy as np
-
-    array = np.asarray(value)
-    if array.dtype == object or array.dtype.kind == "S":
-        return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(
-            array).tolist() if array.size else array.tolist()
-    return array.tolist()
-
-
-def serialized_examples(encoded: Sequence[bytes], feature: str) -> list[bytes]:
-    """tf.Examples holding each encoded image as the bytes feature `feature`."""
-    import tensorflow as tf
-
-    return [tf.train.Example(features=tf.train.Features(feature={
-        feature: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}))
-        .SerializeToString() for image in encoded]
-
-
-class WarmupError(RuntimeError):
-    """A warmup file TF Serving would fail the load on."""
-
-    def __init__(self, message: str, replayed: int):
-        super().__init__(message)
-        self.replayed = replayed
-
-
-# PredictionLog field numbers (tensorflow_serving/apis/prediction_log.proto, predict.proto,
-# model.proto): only those the replay reads. Other fields are skipped as the wire format allows.
-_LOG_TYPES = {2: "classify_log", 3: "regress_log", 4: "multi_inference_log",
-              5: "session_run_log", 6: "predict_log", 7: "predict_streamed_log"}
-_PREDICT_LOG_REQUEST = 1
-_REQUEST_MODEL_SPEC, _REQUEST_INPUTS, _REQUEST_OUTPUT_FILTER = 1, 2, 3
-_MODEL_SPEC_SIGNATURE_NAME = 3
-_MAP_KEY, _MAP_VALUE = 1, 2
-
-
-def _varint(buffer: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buffer):
-            raise ValueError("truncated varint")
-        byte = buffer[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def wire_fields(buffer: bytes) -> Iterator[tuple[int, Any]]:
-    """The (field number, value) pairs of a serialized protobuf message.
-
-    Args:
-      buffer: the message's bytes.
-
-    Yields:
-      Field numbers with their values: int for varints, bytes otherwise.
-
-    Raises:
-      ValueError: the bytes are not a well-formed message.
-    """
-    pos = 0
-    while pos < len(buffer):
-        key, pos = _varint(buffer, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = _varint(buffer, pos)
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            value, pos = buffer[pos:pos + size], pos + size
-        elif wire_type == 2:
-            size, pos = _varint(buffer, pos)
-            value, pos = buffer[pos:pos + size], pos + size
-        else:
-            raise ValueError(f"unsupported wire type {wire_type} of field {number}")
-        if pos > len(buffer) or number == 0:
-            raise ValueError("truncated or malformed message")
-        yield number, value
-
-
-def parse_predict_log(record: bytes) -> tuple[str, dict[str, bytes], list[str]]:
-    """The PredictRequest of a PredictionLog record.
-
-    Args:
-      record: a serialized tensorflow.serving.PredictionLog.
-
-    Returns:
-      The signature name, the serialized TensorProto of each input alias, the output filter.
-
-    Raises:
-      ValueError: the record is malformed or is not a predict_log.
-    """
-    log_types = [_LOG_TYPES[n] for n, _ in wire_fields(record) if n in _LOG_TYPES]
-    if log_types != ["predict_log"]:
-        raise ValueError(f"a {'/'.join(log_types) or 'empty'} record; this check replays "
-                         "predict_log only")
-    predict_log = next(v for n, v in wire_fields(record) if n == 6)
-    request = b"".join(v for n, v in wire_fields(predict_log) if n == _PREDICT_LOG_REQUEST)
-    signature_name, inputs, output_filter = "", {}, []
-    for number, value in wire_fields(request):
-        if number == _REQUEST_MODEL_SPEC:
-            for n, v in wire_fields(value):
-                if n == _MODEL_SPEC_SIGNATURE_NAME:
-                    signature_name = v.decode("utf-8")
-        elif number == _REQUEST_INPUTS:
-            entry = dict(wire_fields(value))
-            inputs[entry.get(_MAP_KEY, b"").decode("utf-8")] = entry.get(_MAP_VALUE, b"")
-        elif number == _REQUEST_OUTPUT_FILTER:
-            output_filter.append(value.decode("utf-8"))
-    return signature_name, inputs, output_filter
-
-
-def replay_warmup(session: Any, signatures: dict[str, Any], path: str,
-                  default_signature: str) -> dict[str, Any]:
-    """Replays a warmup file's Predict requests, as TF Serving does before serving a version.
-
-    Args:
-      session: the model's session.
-      signatures: the SignatureDefs by name.
-      path: the warmup file (a TFRecord of PredictionLog).
-      default_signature: the signature an empty signature_name means.
-
-    Returns:
-      {"file": whether the file exists, "replayed": how many requests ran}.
-
-    Raises:
-      WarmupError: a record cannot be read or parsed, or its request fails.
-    """
-    import tensorflow as tf
-    from tensorflow.core.framework import tensor_pb2
-
-    if not os.path.exists(path):
-        return {"file": False, "replayed": 0}
-    replayed = 0
-    try:
-        for record in tf.data.TFRecordDataset(path):
-            name, inputs, output_filter = parse_predict_log(record.numpy())
-            arrays = {alias: tf.make_ndarray(tensor_pb2.TensorProto.FromString(proto))
-                      for alias, proto in inputs.items()}
-            run_signature(session, _signature(signatures, name or default_signature), arrays,
-                          output_filter)
-            replayed += 1
-    except Exception as e:
-        raise WarmupError(f"warmup request {replayed + 1} in {path}: {_one_line(e)}",
-                          replayed) from e
-    return {"file": True, "replayed": replayed}
-
-
-def run_saved_model_cli(model_dir: str, names: dict[str, str],
-                        encoded: Sequence[bytes]) -> dict[str, Any]:
-    """`saved_model_cli run` of the images signature on an .npy of the JPEG bytes.
-
-    Args:
-      model_dir: the SavedModel directory.
-      names: the model's interface names.
-      encoded: the encoded images.
-
-    Returns:
-      The outputs it saved with --outdir, by alias, as JSON values.
-    """
-    import numpy as np
-
-    cli = Path(sys.executable).parent / "saved_model_cli"
-    with tempfile.TemporaryDirectory() as tmp:
-        # Fixed-width bytes load without pickle; numpy drops trailing NULs, so those need object.
-        array = (np.array(list(encoded)) if not any(b.endswith(b"\0") for b in encoded)
-                 else np.array(list(encoded), dtype=object))
-        npy, outdir = os.path.join(tmp, "images.npy"), os.path.join(tmp, "out")
-        np.save(npy, array)
-        done = subprocess.run(
-            [str(cli), "run", "--dir", model_dir, "--tag_set", names["tag"],
-             "--signature_def", names["images_signature"],
-             "--inputs", f"{names['images_input']}={npy}", "--outdir", outdir, "--overwrite"],
-            capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            tail = [line.split("[[")[0].strip() for line in done.stderr.splitlines()
-                    if line.strip() and not line.lstrip().startswith("[[")][-2:]
-            raise RuntimeError(f"saved_model_cli exited {done.returncode}: {' '.join(tail)}")
-        return {p.stem: to_json(np.load(p, allow_pickle=True))
-                for p in sorted(Path(outdir).glob("*.npy"))}
 
 
 if __name__ == "__main__":

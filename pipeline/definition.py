@@ -82,7 +82,7 @@ def serving_check_fingerprint() -> str:
       16 hex digits.
     """
     return source_fingerprint("components/serving_check.py", "serving/server/loader.py",
-                              "serving/errors.py")
+                              "serving/session_bundle.py", "serving/errors.py")
 
 
 # More than two classes: how many of the likeliest classes top-k accuracy looks at (at most N-1).

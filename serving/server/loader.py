@@ -23,12 +23,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from contract.artifacts import SAVED_MODEL_FILE
-from contract.interface import SAVED_MODEL_TAG, SERVING_SIGNATURE, WARMUP_FILE
+from contract.interface import SERVING_SIGNATURE, WARMUP_FILE
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
+from serving.session_bundle import load_session, run_signature
 
 LOG = logging.getLogger("serving.server.loader")
 # Lines of TF error messages that describe the graph, not the problem.
@@ -78,15 +78,9 @@ class SessionModel:
         """
         if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
             raise LoadError(f"{path} holds no {SAVED_MODEL_FILE}", grpc.StatusCode.NOT_FOUND)
-        graph = tf.Graph()
-        session = tf.compat.v1.Session(graph=graph)
         try:
-            # The TF1 loader is deprecated in TF2, but it is TF Serving's path: no warning.
-            with graph.as_default(), deprecation.silence():
-                meta_graph = tf.compat.v1.saved_model.loader.load(
-                    session, [SAVED_MODEL_TAG], path)
+            session, meta_graph = load_session(path)
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
-            session.close()
             code = error_for_code(getattr(e, "error_code", grpc.StatusCode.UNKNOWN), "").code
             raise LoadError(f"cannot load {path}: {_clean(str(e))}", code) from e
         return cls(path, session, meta_graph)
@@ -129,8 +123,8 @@ class SessionModel:
         """
         signature = self.signature(signature_name)
         _check_input_aliases(inputs, signature.inputs)
-        feeds = {signature.inputs[alias].name: _to_array(alias, value, signature.inputs[alias])
-                 for alias, value in inputs.items()}
+        arrays = {alias: _to_array(alias, value, signature.inputs[alias])
+                  for alias, value in inputs.items()}
         wanted = list(output_filter) or sorted(signature.outputs)
         seen: set[str] = set()
         for alias in wanted:
@@ -141,11 +135,10 @@ class SessionModel:
             if alias in seen:
                 raise InvalidArgument(f"duplicate output tensor alias: {alias}")
             seen.add(alias)
-        fetches = {alias: signature.outputs[alias].name for alias in wanted}
         if self._closed:
             raise error_for_code(14, "the version is being unloaded")  # UNAVAILABLE
         try:
-            return self._session.run(fetches, feeds)
+            return run_signature(self._session, signature, arrays, wanted)
         except tf.errors.OpError as e:
             raise error_for_code(e.error_code, _clean(e.message)) from None
         except UnicodeDecodeError as e:
@@ -180,24 +173,13 @@ class SessionModel:
           LoadError: the file cannot be read, holds a non-Predict record, or a request fails.
         """
         path = os.path.join(self.path, WARMUP_FILE)
-        if not os.path.exists(path):
-            return 0
-        try:
-            records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-                       for r in tf.data.TFRecordDataset(path)]
-        except Exception as e:  # corrupt record, unparsable proto
-            raise LoadError(f"cannot read the warmup file {path}: {_clean(str(e))}",
-                            grpc.StatusCode.DATA_LOSS) from e
-        for count, log in enumerate(records, 1):
-            if log.WhichOneof("log_type") != "predict_log":
-                raise LoadError(f"warmup request {count} in {path} is not a Predict request "
-                                "(the local server replays Predict only)",
-                                grpc.StatusCode.UNIMPLEMENTED)
+        requests = warmup_requests(path)
+        for count, request in enumerate(requests, 1):
             try:
-                self.run_request(log.predict_log.request)
+                self.run_request(request)
             except ServingError as e:
                 raise LoadError(f"warmup request {count} in {path} failed: {e}", e.code) from e
-        return len(records)
+        return len(requests)
 
     def close(self) -> None:
         """Frees the session; runs started later fail with UNAVAILABLE. Call it once no run
@@ -206,6 +188,34 @@ class SessionModel:
             if not self._closed:
                 self._closed = True
                 self._session.close()
+
+
+def warmup_requests(path: str) -> list[predict_pb2.PredictRequest]:
+    """The Predict requests of a warmup file (assets.extra/tf_serving_warmup_requests).
+
+    Args:
+      path: the file, a TFRecord of PredictionLog records.
+
+    Returns:
+      The requests in file order; [] when there is no such file.
+
+    Raises:
+      LoadError: the file cannot be read, or holds a record that is not a Predict request.
+    """
+    if not os.path.exists(path):
+        return []
+    try:
+        records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+                   for r in tf.data.TFRecordDataset(path)]
+    except Exception as e:  # corrupt record, unparsable proto
+        raise LoadError(f"cannot read the warmup file {path}: {_clean(str(e))}",
+                        grpc.StatusCode.DATA_LOSS) from e
+    for count, log in enumerate(records, 1):
+        if log.WhichOneof("log_type") != "predict_log":
+            raise LoadError(f"warmup request {count} in {path} is not a Predict request "
+                            "(the local server replays Predict only)",
+                            grpc.StatusCode.UNIMPLEMENTED)
+    return [log.predict_log.request for log in records]
 
 
 def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
