@@ -49,7 +49,7 @@ from serving.server.batching import (
 )
 from serving.server.loader import LoadError, SessionModel, load_like_tf_serving
 from tests.conftest import MODEL_NAME
-from tests.serving_helpers import ATOL, MAX_REQUEST_BYTES, b64, grpc_request
+from tests.serving_helpers import assert_outputs, b64, grpc_request, rest_columns
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 SPLITTING = """# up to 40 images per request, run 16 at a time
@@ -61,7 +61,7 @@ max_execution_batch_size { value: 16 }
 
 def serve(exported_model, limits: BatchLimits) -> LocalServer:
     return LocalServer(str(exported_model.base_path), grpc_port=0, rest_port=0,
-                       max_request_bytes=MAX_REQUEST_BYTES, batch_limits=limits)
+                       batch_limits=limits)
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +88,6 @@ def grpc_error(server: LocalServer, request) -> tuple[grpc.StatusCode, str]:
 def rest(server: LocalServer, images: list[bytes]) -> requests.Response:
     return requests.post(server.rest_url + PREDICT, timeout=120,
                          json={"instances": [b64(image) for image in images]})
-
-
-def assert_answers(outputs: dict, reference: dict, rows: list[int]) -> None:
-    np.testing.assert_allclose(np.asarray(outputs["probabilities"]),
-                               reference["probabilities"][rows], atol=ATOL)
-    assert [n.decode() if isinstance(n, bytes) else n for n in outputs["class_name"]] == [
-        n.decode() for n in reference["class_name"][rows]]
-
-
-def rest_answers(response: requests.Response) -> dict[str, list]:
-    assert response.status_code == 200, response.text
-    rows = response.json()["predictions"]
-    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 @pytest.fixture
@@ -164,8 +151,8 @@ def test_command_line_flag_errors(tmp_path, capsys):
 def test_batching_answers_up_to_max_batch_size_and_refuses_more(batching, images, reference,
                                                                 runs):
     everything = list(range(16))
-    assert_answers(predict_grpc(batching, grpc_request(images[:16])), reference, everything)
-    assert_answers(rest_answers(rest(batching, images[:16])), reference, everything)
+    assert_outputs(predict_grpc(batching, grpc_request(images[:16])), reference, everything)
+    assert_outputs(rest_columns(rest(batching, images[:16])), reference, everything)
     assert runs == [16, 16]  # each whole: at most max_batch_size, no splitting
     # One more image: TF Serving's answer, before the model runs.
     message = "Task size 17 is larger than maximum input batch size 16"
@@ -174,7 +161,7 @@ def test_batching_answers_up_to_max_batch_size_and_refuses_more(batching, images
     response = rest(batching, images[:17])
     assert (response.status_code, response.json()) == (400, {"error": message})
     assert runs == [16, 16]
-    assert_answers(predict_grpc(batching, grpc_request(images[:1])), reference, [0])
+    assert_outputs(predict_grpc(batching, grpc_request(images[:1])), reference, [0])
 
 
 def test_batching_refuses_a_declared_batch_before_decoding_it(batching):
@@ -194,9 +181,9 @@ def test_splitting_runs_a_request_in_pieces_of_max_execution_batch_size(
     with serve(exported_model, read_batching_limits(config)) as server:
         runs.clear()  # the warmup replay's
         everything = list(range(40))
-        assert_answers(predict_grpc(server, grpc_request(images)), reference, everything)
+        assert_outputs(predict_grpc(server, grpc_request(images)), reference, everything)
         assert runs == [16, 16, 8]
-        assert_answers(rest_answers(rest(server, images)), reference, everything)
+        assert_outputs(rest_columns(rest(server, images)), reference, everything)
         assert runs == [16, 16, 8] * 2
         # Splitting does not lift max_batch_size: the scheduler checks it first.
         message = "Task size 41 is larger than maximum input batch size 40"
@@ -227,7 +214,7 @@ def test_the_guard_refuses_a_batch_over_max_batch_size(exported_model, images, r
                                                        runs):
     with serve(exported_model, guard(4)) as server:
         runs.clear()  # the warmup replay's
-        assert_answers(predict_grpc(server, grpc_request(images[:4])), reference, [0, 1, 2, 3])
+        assert_outputs(predict_grpc(server, grpc_request(images[:4])), reference, [0, 1, 2, 3])
         message = ("Batch size 5 is larger than the local server's --max-batch-size 4 (send "
                    "fewer images per request)")
         assert grpc_error(server, grpc_request(images[:5])) == (
@@ -253,7 +240,7 @@ def test_a_negative_dimension_is_a_tensor_parsing_error(server, images, referenc
     # Shape [5] and one value: TensorFlow repeats the last value, five answers.
     request = grpc_request(images[:1])
     request.inputs[IMAGES_INPUT].tensor_shape.dim[0].size = 5
-    assert_answers(predict_grpc(server, request), reference, [0] * 5)
+    assert_outputs(predict_grpc(server, request), reference, [0] * 5)
 
 
 def test_a_warmup_request_with_a_negative_dimension_fails_the_load(exported_model, tmp_path):
