@@ -206,6 +206,12 @@ def test_batching_refuses_inputs_without_a_batch_dimension(batching):
     assert grpc_error(batching, request) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "Batching Run() input tensors must have at least one dimension")
+    # The signature's checks come first (predict_util.cc PreProcessPrediction runs before the
+    # batching session): no input is the signature's error, not the batching one.
+    request.inputs.clear()
+    code, message = grpc_error(batching, request)
+    assert (code, message.split(" len(")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "input size does not match signature: 0!=1")
 
 
 # --- without batching: the --max-batch-size guard --------------------------------------------

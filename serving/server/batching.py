@@ -144,31 +144,44 @@ class BatchLimits:
           scalars).
 
         Raises:
-          InvalidArgument: with batching, an input without dimensions or 0th dimensions that
-            differ (tensorflow_serving/batching/batching_util.h ComputeTensorBatchSize), or a
-            batch over max_batch_size (worded as the SharedBatchScheduler); without, a batch
-            over --max-batch-size.
+          InvalidArgument: with batching, no input, an input without dimensions or 0th
+            dimensions that differ (tensorflow_serving/batching/batching_util.h
+            ComputeTensorBatchSize), or a batch over max_batch_size (worded as the
+            SharedBatchScheduler); without, a batch over --max-batch-size.
         """
         if not self.batching:
             size = max((shape[0] if shape else 1 for shape in shapes.values()), default=0)
-            if size > self.max_batch_size:
-                raise InvalidArgument(
-                    f"Batch size {size} is larger than the local server's --max-batch-size "
-                    f"{self.max_batch_size} (send fewer images per request)")
-            return size
-        if not shapes:
+        elif not shapes:
             raise InvalidArgument("Batching Run() must have at least one input tensor")
-        if any(not shape for shape in shapes.values()):
+        elif any(not shape for shape in shapes.values()):
             raise InvalidArgument("Batching Run() input tensors must have at least one dimension")
-        sizes = {shape[0] for shape in shapes.values()}
-        if len(sizes) > 1:
+        elif len({shape[0] for shape in shapes.values()}) > 1:
             raise InvalidArgument(
                 "Batching Run() input tensors must have equal 0th-dimension size")
-        size = sizes.pop()
-        if size > self.max_batch_size:
+        else:
+            size = next(iter(shapes.values()))[0]
+        self.check_declared({"": (size,)})
+        return size
+
+    def check_declared(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Refuses a request whose largest declared batch is over max_batch_size, before its
+        tensors are built (the other checks wait for the run, as in TF Serving).
+
+        Args:
+          shapes: each input's declared shape, by name.
+
+        Raises:
+          InvalidArgument: as check() for a batch over the limit.
+        """
+        size = max((shape[0] for shape in shapes.values() if shape), default=0)
+        if size <= self.max_batch_size:
+            return
+        if self.batching:
             raise InvalidArgument(f"Task size {size} is larger than maximum input batch size "
                                   f"{self.max_batch_size}")
-        return size
+        raise InvalidArgument(
+            f"Batch size {size} is larger than the local server's --max-batch-size "
+            f"{self.max_batch_size} (send fewer images per request)")
 
     def run(self, run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
             inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -88,7 +88,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         """PredictionService.Predict: runs the signature the request's model_spec names."""
         spec = _spec_of(request)
         if self.limits is not None:
-            self.limits.check(proto_shapes(request.inputs))
+            self.limits.check_declared(proto_shapes(request.inputs))
         inputs = arrays_from_protos(request.inputs)
         answered, outputs = self.store.predict(spec, inputs, request.output_filter)
         response = predict_pb2.PredictResponse(model_spec=answered)

@@ -136,6 +136,10 @@ class SessionModel:
         """
         signature = self.signature(signature_name)
         _check_input_aliases(inputs, signature.inputs)
+        if self.limits is not None:  # TF Serving's batching sees the tensors before the graph
+            self.limits.check({alias: np.shape(value if isinstance(value, np.ndarray) else
+                                               np.asarray(value, dtype=object))
+                               for alias, value in inputs.items()})
         feeds = {signature.inputs[alias].name: _to_array(alias, value, signature.inputs[alias])
                  for alias, value in inputs.items()}
         wanted = list(output_filter) or sorted(signature.outputs)
