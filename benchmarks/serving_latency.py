@@ -40,13 +40,14 @@ PHOTO = SHARED / "data" / "cats_vs_dogs_mini" / "validation" / "cats" / "cat.119
 BOUNDS = {"gRPC": 1.3, "REST": 1.6}  # the most p50 may be, as a multiple of the in-process p50
 
 
-def export_quick_model(base_path: Path) -> None:
-    """A 160 px, alpha 0.5 MobileNetV2 classifier (untrained head) as version 1."""
+def export_quick_model(base_path: Path, image_size: int = 160) -> None:
+    """An alpha 0.5 MobileNetV2 classifier (untrained head) of image_size px as version 1."""
     from pipeline.config import PipelineConfig
     from trainer.export import export_model
     from trainer.model import build_model
 
-    cfg = PipelineConfig(image_size=160, alpha=0.5, base_weights=str(WEIGHTS)).training_config()
+    cfg = PipelineConfig(image_size=image_size, alpha=0.5,
+                         base_weights=str(WEIGHTS)).training_config()
     export_model(build_model(2, cfg), ["cats", "dogs"], cfg.image_size, str(base_path / "1"))
 
 
@@ -62,12 +63,15 @@ def test_image() -> bytes:
     return buffer.getvalue()
 
 
-def start_server(base_path: Path, log_path: Path) -> tuple[subprocess.Popen, str, str]:
+def start_server(base_path: Path, log_path: Path, *flags: str
+                 ) -> tuple[subprocess.Popen, str, str]:
+    """The server command on base_path with flags, as a subprocess; returns it, its gRPC
+    address and REST URL once a version is AVAILABLE."""
     grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--model-base-path", str(base_path),
-             "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
+             "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *flags],
             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
             stderr=subprocess.STDOUT)
     grpc_address, rest_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"

@@ -36,6 +36,21 @@ def b64(data: bytes) -> dict[str, str]:
     return {"b64": base64.b64encode(data).decode()}
 
 
+def assert_outputs(outputs: dict[str, Any], reference: dict[str, np.ndarray],
+                   rows: list[int]) -> None:
+    np.testing.assert_allclose(np.asarray(outputs["probabilities"]),
+                               reference["probabilities"][rows], atol=ATOL)
+    assert list(outputs["class_index"]) == reference["class_index"][rows].tolist()
+    assert [n.decode() if isinstance(n, bytes) else n for n in outputs["class_name"]] == [
+        n.decode() for n in reference["class_name"][rows]]
+
+
+def rest_columns(response: requests.Response) -> dict[str, list]:
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
 def grpc_request(images: list[bytes], name: str = MODEL_NAME, version: int | None = None,
                  label: str = "", signature: str = "", input_name: str = IMAGES_INPUT
                  ) -> predict_pb2.PredictRequest:

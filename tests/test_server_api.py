@@ -38,10 +38,11 @@ from serving.server.app import LocalServer
 from serving.server.rest_json import format_float
 from tests.conftest import MODEL_NAME
 from tests.serving_helpers import (
-    ATOL,
     MAX_REQUEST_BYTES,
+    assert_outputs,
     b64,
     grpc_request,
+    rest_columns,
 )
 
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
@@ -68,21 +69,6 @@ def model_stub(channel) -> model_service_pb2_grpc.ModelServiceStub:
 def post(server: LocalServer, path: str, body: Any, **kwargs: Any) -> requests.Response:
     data = body if isinstance(body, bytes | Iterator) else json.dumps(body).encode()
     return requests.post(f"{server.rest_url}{path}", data=data, timeout=60, **kwargs)
-
-
-def assert_outputs(outputs: dict[str, Any], reference: dict[str, np.ndarray],
-                   rows: list[int]) -> None:
-    np.testing.assert_allclose(np.asarray(outputs["probabilities"]),
-                               reference["probabilities"][rows], atol=ATOL)
-    assert list(outputs["class_index"]) == reference["class_index"][rows].tolist()
-    assert [n.decode() if isinstance(n, bytes) else n for n in outputs["class_name"]] == [
-        n.decode() for n in reference["class_name"][rows]]
-
-
-def rest_columns(response: requests.Response) -> dict[str, list]:
-    assert response.status_code == 200, response.text
-    rows = response.json()["predictions"]
-    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def assert_still_serving(server: LocalServer, stub: Any, images: list[bytes],

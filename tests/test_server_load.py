@@ -10,7 +10,9 @@ outputs/reliability/server_load.json for the README. The memory bound is generou
 it catches a leak, not noise; nothing here asserts a time.
 
 Also: a version copied into the serving dir file by file, slowly, while clients ask for the
-latest version, is never what answers them before the copy is whole.
+latest version, is never what answers them before the copy is whole; and requests at the
+command's batch limit, and one far above it, leave the server's memory near its warm size
+(figures in outputs/reliability/server_batch_memory.json).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from contract.interface import LABELS_ASSET
 from contract.labels import format_labels
 from serving.server.app import LocalServer
+from serving.server.batching import shipped_max_batch_size
 from tests.conftest import MODEL_NAME, REPO
 from tests.serving_helpers import ATOL, MAX_REQUEST_BYTES, b64, free_port, grpc_request, wait_for
 
@@ -48,7 +51,18 @@ pytestmark = pytest.mark.load
 CLIENTS = 16
 SECONDS = float(os.environ.get("SERVER_LOAD_SECONDS", "60"))  # shorter only when iterating
 RSS_GROWTH_LIMIT_MB = 150
+# What requests at the command's limit (16 images) may add to the test model's (96 px) server:
+# measured +26 MB (README, Reliability; a 224 px model: +162 MB, benchmarks/
+# server_batch_memory.py). A 500-image request run whole took a 224 px model's server from
+# 871 MB to 4.9 GB.
+LIMIT_REQUEST_GROWTH_MB = 150
+# What refused requests may add: they are parsed (JSON, protobuf) but not run, so it grows
+# with --max-request-bytes, not with the images; measured +141 MB after 5 + 5 of 24.6 MB.
+REFUSED_REQUEST_GROWTH_MB = 250
+LARGE_REQUEST = 500
+REFUSED_REQUESTS = 5  # of each protocol: what a refused request leaves does not add up
 REPORT = REPO / "outputs" / "reliability" / "server_load.json"
+BATCH_REPORT = REPO / "outputs" / "reliability" / "server_batch_memory.json"
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"
 
 
@@ -71,11 +85,22 @@ class Served:
 @pytest.fixture(scope="module")
 def served(exported_model) -> Iterator[Served]:
     """The server command (`python -m serving.server`) in its own process, on free ports."""
+    yield from serve_command(exported_model.base_path, "--max-request-bytes",
+                             str(MAX_REQUEST_BYTES))
+
+
+@pytest.fixture(scope="module")
+def served_as_shipped(exported_model) -> Iterator[Served]:
+    """The server command with its defaults but the ports (64 MB requests, --max-batch-size
+    from serving/batching.config)."""
+    yield from serve_command(exported_model.base_path)
+
+
+def serve_command(base_path: Path, *flags: str) -> Iterator[Served]:
     grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--model-base-path",
-         str(exported_model.base_path), "--grpc-port", str(grpc_port), "--rest-port",
-         str(rest_port), "--max-request-bytes", str(MAX_REQUEST_BYTES)],
+        [sys.executable, "-m", "serving.server", "--model-base-path", str(base_path),
+         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *flags],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rest_url = f"http://127.0.0.1:{rest_port}"
@@ -294,6 +319,54 @@ def test_sixteen_clients_for_a_minute_of_good_and_bad_requests(served, images, r
     assert set(by_kind) == {"good (REST)", "good (gRPC)",
                             "slow client, half a body then the rest"} | set(warm.bad())
     assert rss_end - rss_start < RSS_GROWTH_LIMIT_MB, report["server_rss_mb"]
+
+
+# --- one request at the batch limit, and one far above it --------------------------------------
+
+def test_requests_at_the_batch_limit_and_above_it_leave_memory_near_its_warm_size(
+        served_as_shipped, images, reference):
+    served, limit = served_as_shipped, shipped_max_batch_size()
+    client = Client(served, images, reference, seed=0)
+    for _ in range(5):
+        assert client.good_rest() is None and client.good_grpc() is None
+    rss = {"warm": rss_mb(served.process.pid)}
+    rows = list(range(limit))
+    at_limit = json.dumps({"instances": [b64(images[i]) for i in rows]}).encode()
+    for _ in range(3):
+        response = client.session.post(served.rest_url + PREDICT, data=at_limit, timeout=120)
+        predictions = response.json()["predictions"]
+        assert client.check_outputs({k: [p[k] for p in predictions] for k in predictions[0]},
+                                    rows) is None
+        outputs = client.stub.Predict(grpc_request([images[i] for i in rows]), timeout=120)
+        assert client.check_outputs({k: tf.make_ndarray(v) for k, v in outputs.outputs.items()},
+                                    rows) is None
+    rss["after requests at the limit"] = rss_mb(served.process.pid)
+    large = [images[i % len(images)] for i in range(LARGE_REQUEST)]
+    message = (f"Batch size {LARGE_REQUEST} is larger than the local server's --max-batch-size "
+               f"{limit} (send fewer images per request)")
+    body = json.dumps({"instances": [b64(image) for image in large]}).encode()
+    for _ in range(REFUSED_REQUESTS):
+        assert client.rest(PREDICT, body, 400, message) is None
+    rss[f"after {REFUSED_REQUESTS} refused {LARGE_REQUEST} (REST)"] = rss_mb(served.process.pid)
+    with grpc.insecure_channel(served.grpc_address, options=[
+            ("grpc.max_send_message_length", -1)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(REFUSED_REQUESTS):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Predict(grpc_request(large), timeout=120)
+            assert (error.value.code(), error.value.details()) == (
+                grpc.StatusCode.INVALID_ARGUMENT, message)
+    rss[f"after {REFUSED_REQUESTS} refused {LARGE_REQUEST} (gRPC)"] = rss_mb(served.process.pid)
+    assert client.good_rest() is None  # serves on
+    client.close()
+    report = {"max_batch_size": limit, "request_mb": round(len(body) / 2**20, 1),
+              "server_rss_mb": {k: round(v, 1) for k, v in rss.items()}}
+    BATCH_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    BATCH_REPORT.write_text(json.dumps(report, indent=1) + "\n")
+    print("\n" + json.dumps(report, indent=1))
+    figures = list(rss.values())
+    assert figures[1] - figures[0] < LIMIT_REQUEST_GROWTH_MB, report
+    assert max(figures[2:]) - figures[1] < REFUSED_REQUEST_GROWTH_MB, report
 
 
 # --- a version copied in without a rename ------------------------------------------------------

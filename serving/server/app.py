@@ -3,13 +3,16 @@ together, and its command line (`tfx-image-transfer-server`; tests also run it i
 
 Flags follow tensorflow_model_server's where it has them: --grpc-port (--port), --rest-port
 (--rest_api_port), --model-name, --model-base-path, --model-config-file (version policy and
-labels; without it only the newest version is served), --poll-seconds (its two poll waits).
-Start-up errors are one line and exit status 2.
+labels; without it only the newest version is served), --poll-seconds (its two poll waits),
+--enable-batching and --batching-parameters-file (--enable_batching,
+--batching_parameters_file). Without batching, --max-batch-size bounds the images per request
+(not a TF Serving flag). Start-up errors are one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -19,8 +22,16 @@ from collections.abc import Sequence
 
 from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT
+from serving.server.batching import (
+    SHIPPED_BATCHING_FILE,
+    BatchLimits,
+    guard,
+    read_batching_limits,
+    shipped_max_batch_size,
+)
 from serving.server.core import ModelStore
 from serving.server.grpc_api import create_grpc_server
+from serving.server.loader import load_like_tf_serving
 from serving.server.rest_api import RestServer
 
 
@@ -28,7 +39,9 @@ class LocalServer:
     """One model's versions (see ModelStore) over TF Serving's gRPC and REST APIs; start()
     and stop(), or `with`. The model name defaults to the base path's directory name; port 0
     picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413),
-    and images whose header declares more than max_image_pixels (INVALID_ARGUMENT, 400).
+    and images whose header declares more than max_image_pixels (INVALID_ARGUMENT, 400);
+    batch_limits (see serving.server.batching) bound the images per request and say how they
+    are run (None: any batch runs whole; the command always sets them).
 
     Raises:
       OSError or RuntimeError (gRPC): a port cannot be bound; ValueError: a bad config file.
@@ -38,14 +51,17 @@ class LocalServer:
                  host: str = "127.0.0.1", grpc_port: int = GRPC_PORT, rest_port: int = REST_PORT,
                  model_config_file: str | None = None, poll_seconds: float = 1.0,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 batch_limits: BatchLimits | None = None):
         self.model_base_path = os.path.abspath(model_base_path)
         self.model_name = model_name or os.path.basename(self.model_base_path.rstrip("/"))
-        self.host = host
+        self.host, self.batch_limits = host, batch_limits
         self.store = ModelStore(self.model_base_path, self.model_name, model_config_file,
-                                poll_seconds, max_image_pixels=max_image_pixels)
+                                poll_seconds,
+                                functools.partial(load_like_tf_serving, limits=batch_limits),
+                                max_image_pixels)
         self._grpc, self.grpc_port = create_grpc_server(
-            self.store, f"{host}:{grpc_port}", max_request_bytes)
+            self.store, f"{host}:{grpc_port}", max_request_bytes, batch_limits)
         try:
             self._rest = RestServer((host, rest_port), self.store, max_request_bytes)
         except OSError as e:
@@ -129,7 +145,45 @@ def build_parser() -> argparse.ArgumentParser:
                              "(width x height; all GIF frames) is refused before decoding "
                              f"(INVALID_ARGUMENT, HTTP 400; default {DEFAULT_MAX_IMAGE_PIXELS}); "
                              "not a TF Serving flag")
+    parser.add_argument("--enable-batching", action="store_true",
+                        help="apply --batching-parameters-file as TF Serving's --enable_batching "
+                             "does: a request of more images than its max_batch_size is refused "
+                             "(INVALID_ARGUMENT, HTTP 400); with enable_large_batch_splitting it "
+                             "runs in pieces of at most max_execution_batch_size")
+    parser.add_argument("--batching-parameters-file", default=str(SHIPPED_BATCHING_FILE),
+                        help="BatchingParameters in text format (default: the shipped "
+                             "serving/batching.config, which serving/docker-compose.yml gives "
+                             "TF Serving)")
+    parser.add_argument("--max-batch-size", type=int,
+                        help="without --enable-batching, a request of more images is refused "
+                             "(INVALID_ARGUMENT, HTTP 400; default: the max_batch_size of the "
+                             "shipped serving/batching.config); not a TF Serving flag: TF "
+                             "Serving without batching runs a batch of any size")
     return parser
+
+
+def batch_limits_of(args: argparse.Namespace) -> BatchLimits:
+    """The batch limits the flags ask for.
+
+    Args:
+      args: the parsed flags (enable_batching, batching_parameters_file, max_batch_size).
+
+    Returns:
+      The batching file's limits with --enable-batching, else the --max-batch-size guard.
+
+    Raises:
+      ValueError: one line: both --enable-batching and --max-batch-size, a --max-batch-size
+        below 1, or a batching file that is unreadable, does not parse or TF Serving refuses.
+    """
+    if args.enable_batching:
+        if args.max_batch_size is not None:
+            raise ValueError("--max-batch-size applies without --enable-batching; with it, the "
+                             "batching parameters file's max_batch_size limits requests")
+        return read_batching_limits(args.batching_parameters_file)
+    size = shipped_max_batch_size() if args.max_batch_size is None else args.max_batch_size
+    if size < 1:
+        raise ValueError("--max-batch-size must be at least 1")
+    return guard(size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = LocalServer(args.model_base_path, args.model_name, args.host, args.grpc_port,
                              args.rest_port, args.model_config_file, args.poll_seconds,
-                             args.max_request_bytes, args.max_image_pixels)
+                             args.max_request_bytes, args.max_image_pixels,
+                             batch_limits_of(args))
     except (OSError, RuntimeError, ValueError) as e:  # port in use (gRPC: RuntimeError), config
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -164,8 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     versions = ", ".join(map(str, server.store.versions)) or "none yet"
+    limits = server.batch_limits
     print(f"serving {server.model_name} (versions: {versions}) from {server.model_base_path}: "
-          f"gRPC {server.grpc_address}, REST {server.rest_url}", flush=True)
+          f"gRPC {server.grpc_address}, REST {server.rest_url}; at most {limits.max_batch_size} "
+          f"images per request ({'batching' if limits.batching else '--max-batch-size'}"
+          + (f", run {limits.execution_batch_size} at a time" if
+             limits.execution_batch_size < limits.max_batch_size else "") + ")", flush=True)
     stop.wait()
     server.stop()
     return 0

@@ -383,7 +383,9 @@ class ModelStore:
 
 def as_serving_error(error: Exception) -> ServingError:
     """The error a request answers with: a ServingError as it is, anything else (a bug) is
-    logged and INTERNAL.
+    logged and INTERNAL. It comes detached from its traceback and the exceptions before it:
+    they hold the request's frames (its body, its arrays), which the adapters' `error` would
+    otherwise keep alive until the cyclic GC runs, dozens of requests later.
 
     Args:
       error: what the request raised.
@@ -391,10 +393,11 @@ def as_serving_error(error: Exception) -> ServingError:
     Returns:
       error itself if it is a ServingError, else an INTERNAL ServingError naming it.
     """
-    if isinstance(error, ServingError):
-        return error
-    LOG.error("request failed", exc_info=error)
-    return ServingError(f"internal error: {error!r}", grpc.StatusCode.INTERNAL)
+    if not isinstance(error, ServingError):
+        LOG.error("request failed", exc_info=error)
+        error = ServingError(f"internal error: {error!r}", grpc.StatusCode.INTERNAL)
+    error.__traceback__ = error.__context__ = error.__cause__ = None
+    return error
 
 
 def _version_dirs(base_path: str) -> dict[int, str]:

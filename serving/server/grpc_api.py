@@ -16,8 +16,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.errors import InvalidArgument
+from serving.server.batching import BatchLimits
 from serving.server.core import ModelStore, as_serving_error
-from serving.server.loader import arrays_from_protos
+from serving.server.loader import arrays_from_protos, proto_shapes
 
 MAX_ERROR_MESSAGE = 1024  # TF Serving's ToGRPCStatus truncates longer messages
 # The typed value fields Tensor::AsProtoField fills (clients read e.g. float_val).
@@ -75,15 +76,19 @@ def _spec_of(request: Any) -> Any:
 
 class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
                model_service_pb2_grpc.ModelServiceServicer):
-    """Both services, each method one call into the core."""
+    """Both services, each method one call into the core. With batch limits, a Predict whose
+    TensorProtos declare a batch over them is refused before they are decoded (a shape [10**9]
+    proto of one string would otherwise become a billion-element array)."""
 
-    def __init__(self, store: ModelStore):
-        self.store = store
+    def __init__(self, store: ModelStore, limits: BatchLimits | None = None):
+        self.store, self.limits = store, limits
 
     @_answers
     def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         """PredictionService.Predict: runs the signature the request's model_spec names."""
         spec = _spec_of(request)
+        if self.limits is not None:
+            self.limits.check_declared(proto_shapes(request.inputs))
         inputs = arrays_from_protos(request.inputs)
         answered, outputs = self.store.predict(spec, inputs, request.output_filter)
         response = predict_pb2.PredictResponse(model_spec=answered)
@@ -113,7 +118,8 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
 
 
 def create_grpc_server(store: ModelStore, address: str, max_request_bytes: int,
-                       workers: int = 16) -> tuple[grpc.Server, int]:
+                       limits: BatchLimits | None = None, workers: int = 16
+                       ) -> tuple[grpc.Server, int]:
     """A gRPC server (not started) for the store on address ("host:port", port 0 picks one)
     and its port; gRPC refuses requests above max_request_bytes (RESOURCE_EXHAUSTED).
 
@@ -121,6 +127,7 @@ def create_grpc_server(store: ModelStore, address: str, max_request_bytes: int,
       store: the versions the services answer from.
       address: "host:port" to bind.
       max_request_bytes: the largest request message accepted, in bytes.
+      limits: the batch limits the store's versions obey, checked on the declared shapes.
       workers: threads serving calls.
 
     Returns:
@@ -134,7 +141,7 @@ def create_grpc_server(store: ModelStore, address: str, max_request_bytes: int,
         options=[("grpc.max_receive_message_length", max_request_bytes),
                  ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0)])
-    servicer = Servicer(store)
+    servicer = Servicer(store, limits)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
     try:

@@ -28,9 +28,12 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from contract.artifacts import SAVED_MODEL_FILE
 from contract.interface import SERVING_SIGNATURE, WARMUP_FILE
 from serving.errors import FailedPrecondition, InvalidArgument, ServingError, error_for_code
+from serving.server.batching import BatchLimits
 from serving.session_bundle import load_session, run_signature
 
 LOG = logging.getLogger("serving.server.loader")
+MAX_DIMENSIONS = 254  # TensorShape::MaxDimensions()
+MAX_ELEMENTS = 2**63 - 1  # TensorShape's element count is an int64
 # Lines of TF error messages that describe the graph, not the problem.
 _GRAPH_NOISE = re.compile(r"^(Graph execution error:|Detected at node|<stack traces|\s*\[\[)")
 
@@ -48,11 +51,14 @@ class LoadError(RuntimeError):
 
 
 class SessionModel:
-    """One SavedModel loaded into its own graph and session, as TF Serving holds a version."""
+    """One SavedModel loaded into its own graph and session, as TF Serving holds a version;
+    with batch limits, each run is checked and run as they say (see serving.server.batching),
+    warmup replays included, as TF Serving replays them through its batching session."""
 
     def __init__(self, path: str, session: tf.compat.v1.Session,
-                 meta_graph: meta_graph_pb2.MetaGraphDef):
+                 meta_graph: meta_graph_pb2.MetaGraphDef, limits: BatchLimits | None = None):
         self.path = path
+        self.limits = limits
         self._session = session
         # Every SignatureDef, as GetModelMetadata lists them (__saved_model_init_op included).
         self.all_signature_defs: dict[str, meta_graph_pb2.SignatureDef] = dict(
@@ -64,11 +70,12 @@ class SessionModel:
         self._closed = False
 
     @classmethod
-    def load(cls, path: str) -> SessionModel:
+    def load(cls, path: str, limits: BatchLimits | None = None) -> SessionModel:
         """Imports the `serve` MetaGraph at path into a new session and restores its variables.
 
         Args:
           path: a SavedModel directory (one version).
+          limits: the batch limits its runs obey; None: any batch runs whole.
 
         Returns:
           The loaded model.
@@ -83,7 +90,7 @@ class SessionModel:
         except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
             code = error_for_code(getattr(e, "error_code", grpc.StatusCode.UNKNOWN), "").code
             raise LoadError(f"cannot load {path}: {_clean(str(e))}", code) from e
-        return cls(path, session, meta_graph)
+        return cls(path, session, meta_graph, limits)
 
     def signature(self, name: str) -> meta_graph_pb2.SignatureDef:
         """The named SignatureDef ("" means serving_default).
@@ -118,11 +125,15 @@ class SessionModel:
 
         Raises:
           ServingError: INVALID_ARGUMENT for wrong input aliases, dtypes or shapes, unknown or
-            duplicated output aliases, and bad values (e.g. undecodable images); the status of
-            the TF error otherwise.
+            duplicated output aliases, a batch over the limits, and bad values (e.g.
+            undecodable images); the status of the TF error otherwise.
         """
         signature = self.signature(signature_name)
         _check_input_aliases(inputs, signature.inputs)
+        if self.limits is not None:  # TF Serving's batching sees the tensors before the graph
+            self.limits.check({alias: np.shape(value if isinstance(value, np.ndarray) else
+                                               np.asarray(value, dtype=object))
+                               for alias, value in inputs.items()})
         arrays = {alias: _to_array(alias, value, signature.inputs[alias])
                   for alias, value in inputs.items()}
         wanted = list(output_filter) or sorted(signature.outputs)
@@ -137,6 +148,12 @@ class SessionModel:
             seen.add(alias)
         if self._closed:
             raise error_for_code(14, "the version is being unloaded")  # UNAVAILABLE
+        if self.limits is None:
+            return self._run(signature, arrays, wanted)
+        return self.limits.run(lambda part: self._run(signature, part, wanted), arrays)
+
+    def _run(self, signature: meta_graph_pb2.SignatureDef, arrays: dict[str, np.ndarray],
+             wanted: list[str]) -> dict[str, np.ndarray]:
         try:
             return run_signature(self._session, signature, arrays, wanted)
         except tf.errors.OpError as e:
@@ -218,6 +235,32 @@ def warmup_requests(path: str) -> list[predict_pb2.PredictRequest]:
     return [log.predict_log.request for log in records]
 
 
+def proto_shapes(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, tuple[int, ...]]:
+    """The shapes a request's input TensorProtos declare, refused where TensorFlow's
+    Tensor::FromProto refuses them (TensorShape::IsValid, tensorflow/core/framework/
+    tensor_shape.cc: a negative dimension, more than 254 dimensions, or more elements than an
+    int64 counts); TF Serving then answers "tensor parsing error: <alias>" (GetInputValues,
+    tensorflow/cc/saved_model/util.cc).
+
+    Args:
+      protos: the TensorProtos by input alias.
+
+    Returns:
+      The declared shapes by alias (nothing is decoded).
+
+    Raises:
+      InvalidArgument: a shape TensorFlow refuses.
+    """
+    shapes = {}
+    for alias, proto in protos.items():
+        shape = tuple(dim.size for dim in proto.tensor_shape.dim)
+        if len(shape) > MAX_DIMENSIONS or any(size < 0 for size in shape) or (
+                int(np.prod(shape, dtype=object)) > MAX_ELEMENTS):
+            raise InvalidArgument(f"tensor parsing error: {alias}")
+        shapes[alias] = shape
+    return shapes
+
+
 def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str, np.ndarray]:
     """A request's input TensorProtos as numpy arrays (strings as object arrays of bytes).
 
@@ -228,8 +271,10 @@ def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str
       The arrays by alias.
 
     Raises:
-      InvalidArgument: a malformed TensorProto (where TF Serving's Tensor::FromProto fails).
+      InvalidArgument: a malformed TensorProto (where TF Serving's Tensor::FromProto fails),
+        e.g. a negative dimension (see proto_shapes).
     """
+    proto_shapes(protos)
     arrays = {}
     for alias, proto in protos.items():
         try:
@@ -239,11 +284,13 @@ def arrays_from_protos(protos: Mapping[str, tensor_pb2.TensorProto]) -> dict[str
     return arrays
 
 
-def load_like_tf_serving(path: str) -> tuple[SessionModel, int]:
+def load_like_tf_serving(path: str, limits: BatchLimits | None = None
+                         ) -> tuple[SessionModel, int]:
     """Loads a version and replays its warmup file, as TF Serving does before serving it.
 
     Args:
       path: a SavedModel directory (one version).
+      limits: the batch limits its runs (warmup included) obey; None: any batch runs whole.
 
     Returns:
       The loaded model and the number of warmup requests replayed.
@@ -251,7 +298,7 @@ def load_like_tf_serving(path: str) -> tuple[SessionModel, int]:
     Raises:
       LoadError: the version would not become available in TF Serving.
     """
-    model = SessionModel.load(path)
+    model = SessionModel.load(path, limits)
     try:
         return model, model.replay_warmup()
     except LoadError:
