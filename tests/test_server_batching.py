@@ -96,9 +96,9 @@ def runs(monkeypatch) -> list[int]:
     sizes: list[int] = []
     real = SessionModel._run
 
-    def counted(self, fetches, feeds):
-        sizes.append(len(next(iter(feeds.values()))))
-        return real(self, fetches, feeds)
+    def counted(self, signature, arrays, wanted):
+        sizes.append(len(next(iter(arrays.values()))))
+        return real(self, signature, arrays, wanted)
 
     monkeypatch.setattr(SessionModel, "_run", counted)
     return sizes
