@@ -20,8 +20,10 @@ STATISTICS_FEATURES = (LABEL_KEY, LABEL_NAME_KEY, HEIGHT_KEY, WIDTH_KEY)
 
 SPLITS = ("train", "eval", "test")
 
-# The encodings tf.io.decode_image reads (trainer/images.py), by their leading bytes.
-_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"),
+# The encodings the project reads, by their leading bytes: ingestion, the served graph
+# (trainer/images.py; tf.io.decode_image also reads WebP and JPEG XL, which the graph refuses)
+# and the client.
+IMAGE_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"),
           (b"GIF89a", "gif"), (b"BM", "bmp"))
 IMAGE_FORMATS = "JPEG, PNG, GIF or BMP"
 
@@ -35,4 +37,4 @@ def image_format(data: bytes) -> str | None:
     Returns:
       The format name, or None if the bytes match none of IMAGE_FORMATS.
     """
-    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+    return next((name for magic, name in IMAGE_MAGIC if data.startswith(magic)), None)

@@ -1,15 +1,15 @@
 """Image headers: the size decoding would produce, read before decoding (JPEG/PNG/GIF/BMP).
 
 A small file can declare a huge image (a 23000x23000 PNG compresses to 1.5 MB or far less and
-decodes to 1.6 GB): ingestion and the local server read the header first and refuse an image above a
-pixel limit without decoding it. Standard library only, so both share it.
+decodes to 1.6 GB): ingestion reads the header first and skips an image above a pixel limit
+without decoding it. The served graph applies the same rule to every request before it decodes
+(trainer/images.py, `declared_pixels`: the same fields read with TF ops, as TF Serving runs
+it; tests/test_export.py checks the two agree, GIF frames included).
 """
 
 from __future__ import annotations
 
-from contract.features import image_format
-
-# The one default of the pixel limit (ingestion's --max-image-pixels, the server's flag).
+# The one default of the pixel limit (ingestion's --max-image-pixels, the served graph's limit).
 # Decoding allocates 3 bytes a pixel, so 40M pixels (a 7300x5500 photo) is about 120 MB.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
@@ -134,19 +134,3 @@ def pixel_limit_reason(size: tuple[int, int, int], max_pixels: int) -> str | Non
     if pixels > width * height:
         return f"too large: {pixels} pixels in all GIF frames (limit {max_pixels})"
     return f"too large: {width}x{height} pixels (limit {max_pixels})"
-
-
-def over_pixel_limit(data: bytes, max_pixels: int) -> str | None:
-    """Why encoded image bytes are refused before decoding, if they are (pixel_limit_reason).
-
-    Args:
-      data: the encoded image.
-      max_pixels: the most pixels decoding may produce.
-
-    Returns:
-      The reason, or None when the image is within the limit, is not a JPEG/PNG/GIF/BMP or
-      has no size in its header (the decoder then refuses it without allocating the image).
-    """
-    fmt = image_format(data)
-    size = image_size(data, fmt) if fmt else None
-    return None if size is None else pixel_limit_reason(size, max_pixels)

@@ -232,12 +232,17 @@ def test_the_served_graph_refuses_a_decompression_bomb_before_decoding(binary):
 
 def test_the_graph_reads_the_same_header_sizes_as_the_python_parser():
     import io
+    import random
 
     from PIL import Image
 
     from contract.features import image_format
     from contract.image_header import image_size
+    from tests.test_server_limits import many_frame_gif, webp
     from trainer.images import declared_pixels
+
+    def graph(data: bytes) -> int:
+        return int(declared_pixels(tf.constant(data)))
 
     for fmt, size in (("JPEG", (70, 40)), ("PNG", (33, 9)), ("GIF", (300, 2)),
                       ("BMP", (5, 700))):
@@ -245,8 +250,21 @@ def test_the_graph_reads_the_same_header_sizes_as_the_python_parser():
         Image.new("RGB", size, (200, 10, 10)).save(buffer, fmt)
         data = buffer.getvalue()
         width, height, _ = image_size(data, image_format(data))
-        assert int(declared_pixels(tf.constant(data))) == width * height == size[0] * size[1]
+        assert graph(data) == width * height == size[0] * size[1]
     jpeg = photos(1)[0]
     width, height, _ = image_size(jpeg, "jpeg")
-    assert int(declared_pixels(tf.constant(jpeg))) == width * height
-    assert int(declared_pixels(tf.constant(b"not an image"))) == 0
+    assert graph(jpeg) == width * height
+    # One GIF rule: every frame counts (the decoder reads them all), in both readers, also
+    # for truncated and corrupted files.
+    gif = many_frame_gif(5, 40, 30)
+    assert image_size(gif, "gif")[2] == graph(gif) == 5 * 40 * 30
+    rng = random.Random(0)
+    for cut in range(13, len(gif), 7):
+        assert graph(gif[:cut]) == image_size(gif[:cut], "gif")[2], cut
+    for _ in range(40):
+        noisy = bytearray(gif)
+        for at in rng.sample(range(13, len(gif)), 3):
+            noisy[at] = rng.randrange(256)
+        assert graph(bytes(noisy)) == image_size(bytes(noisy), "gif")[2]
+    # Bytes of no project format: -1, which the graph refuses (WebP would decode unbounded).
+    assert graph(b"not an image") == graph(webp(8)) == -1

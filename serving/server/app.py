@@ -20,7 +20,6 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from serving.constants import DEFAULT_MAX_REQUEST_BYTES, GRPC_PORT, REST_PORT
 from serving.server.batching import (
     SHIPPED_BATCHING_FILE,
@@ -38,8 +37,7 @@ from serving.server.rest_api import RestServer
 class LocalServer:
     """One model's versions (see ModelStore) over TF Serving's gRPC and REST APIs; start()
     and stop(), or `with`. The model name defaults to the base path's directory name; port 0
-    picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413),
-    and images whose header declares more than max_image_pixels (INVALID_ARGUMENT, 400);
+    picks a free port; requests above max_request_bytes are refused (RESOURCE_EXHAUSTED, 413);
     batch_limits (see serving.server.batching) bound the images per request and say how they
     are run (None: any batch runs whole; the command always sets them).
 
@@ -51,15 +49,13 @@ class LocalServer:
                  host: str = "127.0.0.1", grpc_port: int = GRPC_PORT, rest_port: int = REST_PORT,
                  model_config_file: str | None = None, poll_seconds: float = 1.0,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                  batch_limits: BatchLimits | None = None):
         self.model_base_path = os.path.abspath(model_base_path)
         self.model_name = model_name or os.path.basename(self.model_base_path.rstrip("/"))
         self.host, self.batch_limits = host, batch_limits
         self.store = ModelStore(self.model_base_path, self.model_name, model_config_file,
                                 poll_seconds,
-                                functools.partial(load_like_tf_serving, limits=batch_limits),
-                                max_image_pixels)
+                                functools.partial(load_like_tf_serving, limits=batch_limits))
         self._grpc, self.grpc_port = create_grpc_server(
             self.store, f"{host}:{grpc_port}", max_request_bytes, batch_limits)
         try:
@@ -140,11 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how often to look for new versions and config changes (default 1)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="larger requests are refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)")
-    parser.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                        help="a request holding an image whose header declares more pixels "
-                             "(width x height; all GIF frames) is refused before decoding "
-                             f"(INVALID_ARGUMENT, HTTP 400; default {DEFAULT_MAX_IMAGE_PIXELS}); "
-                             "not a TF Serving flag")
     parser.add_argument("--enable-batching", action="store_true",
                         help="apply --batching-parameters-file as TF Serving's --enable_batching "
                              "does: a request of more images than its max_batch_size is refused "
@@ -198,10 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Restoring parameters" per load
-    for flag in ("max_request_bytes", "max_image_pixels"):
-        if getattr(args, flag) < 1:
-            print(f"error: --{flag.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
+    if args.max_request_bytes < 1:
+        print("error: --max-request-bytes must be at least 1", file=sys.stderr)
+        return 2
     if not os.path.isdir(args.model_base_path):
         print(f"error: --model-base-path {args.model_base_path} is not a directory",
               file=sys.stderr)
@@ -209,8 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = LocalServer(args.model_base_path, args.model_name, args.host, args.grpc_port,
                              args.rest_port, args.model_config_file, args.poll_seconds,
-                             args.max_request_bytes, args.max_image_pixels,
-                             batch_limits_of(args))
+                             args.max_request_bytes, batch_limits_of(args))
     except (OSError, RuntimeError, ValueError) as e:  # port in use (gRPC: RuntimeError), config
         print(f"error: {e}", file=sys.stderr)
         return 2

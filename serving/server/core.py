@@ -25,11 +25,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from contract.artifacts import SAVED_MODEL_FILE, version_names
-from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
 from contract.interface import SERVING_SIGNATURE
 from serving.errors import InvalidArgument, NotFound, ServingError, Unimplemented
 from serving.server.loader import SessionModel, load_like_tf_serving
-from serving.server.pixel_limit import check_pixel_limit
 
 LOG = logging.getLogger("serving.server")
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -91,16 +89,12 @@ class ModelStore:
       config_file: a models.config (policy and labels), re-read when it changes.
       poll_seconds: how often the base path and the config file are checked.
       loader: loads a version dir, returning the model and the warmup requests replayed.
-      max_image_pixels: a Predict holding an image whose header declares more pixels is
-        refused before decoding (see serving/server/pixel_limit.py).
     """
 
     def __init__(self, base_path: str, model_name: str, config_file: str | None = None,
                  poll_seconds: float = 1.0,
-                 loader: Callable[[str], tuple[SessionModel, int]] = load_like_tf_serving,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 loader: Callable[[str], tuple[SessionModel, int]] = load_like_tf_serving):
         self.base_path, self.model_name, self.poll_seconds = base_path, model_name, poll_seconds
-        self.max_image_pixels = max_image_pixels
         self._config_file, self._loader = config_file, loader
         self._config_mtime = os.stat(config_file).st_mtime_ns if config_file else None
         self._config = (read_model_config(config_file, model_name) if config_file
@@ -267,10 +261,10 @@ class ModelStore:
 
         Raises:
           ServingError: as servable() and SessionModel.run; INVALID_ARGUMENT for an unknown
-            signature, or for an image over the pixel limit, before anything is decoded.
+            signature. (An image whose header declares too many pixels, or that is none of
+            the project's formats, is refused by the served graph itself, as in TF Serving:
+            trainer/images.py.)
         """
-        if not callable(inputs):
-            check_pixel_limit(inputs, self.max_image_pixels)
         name = spec.signature_name or SERVING_SIGNATURE
         with self.servable(spec) as (version, model):
             if callable(inputs):
@@ -278,7 +272,6 @@ class ModelStore:
                     raise InvalidArgument(
                         f'Serving signature name: "{name}" not found in signature def')
                 inputs = inputs(model.signature_defs[name].inputs)
-                check_pixel_limit(inputs, self.max_image_pixels)
             outputs = model.run(spec.signature_name, inputs, output_filter)
         answered = model_pb2.ModelSpec(name=spec.name, signature_name=name)
         answered.version.value = version
