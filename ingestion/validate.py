@@ -59,6 +59,26 @@ def inspect_image(data: bytes, min_side: int, max_pixels: int = DEFAULT_MAX_IMAG
             "phash": perceptual_hash(image)}, None
 
 
+def read_image(location: str | bytes, settings: SplitSettings
+               ) -> tuple[bytes | None, dict | None, str | None]:
+    """Reads one file and validates it as an image (read_source, then inspect_image).
+
+    Args:
+      location: a local path (str or bytes) or a tf.io.gfile URL.
+      settings: the limits: max_file_bytes, min_image_side, max_image_pixels.
+
+    Returns:
+      (the bytes, inspect_image's info, None) for a usable image, else (None, None, a one-line
+      skip reason).
+    """
+    data, reason = read_source(location, settings.max_file_bytes)
+    if reason is None:
+        info, reason = inspect_image(data, settings.min_image_side, settings.max_image_pixels)
+        if reason is None:
+            return data, info, None
+    return None, None, reason
+
+
 class DecodeAndValidate(beam.DoFn):
     """Reads and decodes one file; emits a record, or a skip on the 'skipped' output.
 
@@ -83,10 +103,7 @@ class DecodeAndValidate(beam.DoFn):
         self._seen += 1
         if self._seen % 250 == 0:
             LOG.info("decoded %d/%d files (this worker)", self._seen, self._total)
-        data, reason = read_source(source.location(self._root), self._settings.max_file_bytes)
-        if reason is None:
-            info, reason = inspect_image(data, self._settings.min_image_side,
-                                         self._settings.max_image_pixels)
+        data, info, reason = read_image(source.location(self._root), self._settings)
         if reason:
             yield self._skip(source, reason)
             return

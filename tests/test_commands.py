@@ -26,6 +26,7 @@ COMMANDS = [
     ("tfx-image-transfer-ingest", "tfx-image-transfer-ingest"),
     ("tfx-image-transfer-client", "tfx-image-transfer-client"),
     ("tfx-image-transfer-server", "tfx-image-transfer-server"),
+    ("tfx-image-transfer-predict", "tfx-image-transfer-predict"),
 ]
 
 

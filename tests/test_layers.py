@@ -1,6 +1,7 @@
 """The packages import each other one way only:
 
-    contract  <-  ingestion, trainer, serving  <-  components (trainer, serving)  <-  pipeline
+    contract  <-  ingestion, trainer, serving  <-  components (trainer, serving),
+                                                   predict (ingestion, serving)  <-  pipeline
 
 plus `system`, the artifact types Kubeflow's UI draws, which imports no project package.
 
@@ -24,8 +25,9 @@ ALLOWED = {
     "trainer": {"contract", "trainer"},
     "serving": {"contract", "serving"},
     "components": {"contract", "trainer", "serving", "components", "system"},
-    "pipeline": {"contract", "ingestion", "trainer", "serving", "components", "pipeline",
-                 "system"},
+    "predict": {"contract", "ingestion", "serving", "predict"},
+    "pipeline": {"contract", "ingestion", "trainer", "serving", "components", "predict",
+                 "pipeline", "system"},
     "system": {"system"},
 }
 
