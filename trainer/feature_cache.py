@@ -136,28 +136,52 @@ def train_head(model: keras.Model, train_examples: tf.data.Dataset,
                                       activations.eval if activations else None)
     feature_seconds = time.monotonic() - started
 
-    features = keras.Input(x_train.shape[1:], name="features")
-    head_out = features
-    for name in HEAD_LAYERS:
-        head_out = model.get_layer(name)(head_out)
-    head = keras.Model(features, head_out, name="head")
     if is_binary(model):
         y_train, y_eval = (y.astype(np.float32)[:, None] for y in (y_train, y_eval))
     if activations is not None:
         activations.train_labels, activations.eval_labels = y_train, y_eval
+    fit, kept_epoch, best_loss = fit_head(model, (x_train, y_train), (x_eval, y_eval), cfg,
+                                          callbacks)
+    record = {"views": view_names, "examples": len(y_train) // len(view_names),
+              "feature_seconds": round(feature_seconds, 1), "fit": fit,
+              "kept_epoch": kept_epoch}
+    return record, best_loss
+
+
+def fit_head(model: keras.Model, train: tuple[np.ndarray, np.ndarray],
+             evaluation: tuple[np.ndarray, np.ndarray], cfg: TrainingConfig,
+             callbacks: list[keras.callbacks.Callback]
+             ) -> tuple[dict[str, list[float]], int, float]:
+    """Trains the model's head on features until the eval loss stops improving, keeping the
+    best epoch.
+
+    Args:
+      model: a model from build_model, its base frozen; its head is trained in place.
+      train: (features [N, D], the model's targets) of the training views.
+      evaluation: (features, targets) of the eval images.
+      cfg: the knobs used here: epochs (the most), patience, learning_rate, batch_size, seed.
+      callbacks: more callbacks for the fit (e.g. TensorBoard).
+
+    Returns:
+      (the fit's per-epoch metrics, the kept epoch, its eval loss).
+    """
+    features = keras.Input(train[0].shape[1:], name="features")
+    head_out = features
+    for name in HEAD_LAYERS:
+        head_out = model.get_layer(name)(head_out)
+    head = keras.Model(features, head_out, name="head")
     # A head step is a dense layer over a batch of features, so per-step overheads dominate:
     # one Keras call runs a whole epoch's steps (the same updates; measured 1.5x), and the
     # features are fed as tf.data rather than arrays (Keras re-slices arrays every epoch;
     # measured 2x).
+    count = len(train[1])
     compile_model(head, keras.optimizers.Adam(cfg.learning_rate),
-                  steps_per_execution=math.ceil(len(y_train) / cfg.batch_size))
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(
-        len(y_train), seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
-    evaluation = tf.data.Dataset.from_tensor_slices((x_eval, y_eval)).batch(EVAL_BATCH)
+                  steps_per_execution=math.ceil(count / cfg.batch_size))
+    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(
+        count, seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
+    eval_batches = tf.data.Dataset.from_tensor_slices(evaluation).batch(EVAL_BATCH)
     keep = KeepBestEpoch(cfg.patience)
-    fit = head.fit(train.prefetch(tf.data.AUTOTUNE), epochs=cfg.epochs, validation_data=evaluation,
-                   callbacks=[*callbacks, keep], shuffle=False, verbose=0)  # `train` shuffles
-    record = {"views": view_names, "examples": len(y_train) // len(view_names),
-              "feature_seconds": round(feature_seconds, 1), "fit": fit.history,
-              "kept_epoch": keep.best_epoch}
-    return record, keep.best_loss
+    fit = head.fit(batches.prefetch(tf.data.AUTOTUNE), epochs=cfg.epochs,
+                   validation_data=eval_batches, callbacks=[*callbacks, keep], shuffle=False,
+                   verbose=0)  # `batches` shuffles
+    return fit.history, keep.best_epoch, keep.best_loss
