@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import contract.keras_env  # noqa: F401  (before TensorFlow loads)
-from benchmarks.recipe_parity import converted
+from benchmarks.recipe_parity import add_data_arguments, chosen, converted
 from pipeline.config import PipelineConfig
 from trainer.config import TrainingConfig
 from trainer.data import decoded_examples
@@ -157,18 +157,12 @@ def run_variant(model: keras.Model, cfg: TrainingConfig, spec: dict[str, Any],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--base-weights", required=True, help="a no-top MobileNetV2 .h5")
-    parser.add_argument("--alpha", type=float, required=True)
+    add_data_arguments(parser)
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated among {','.join(VARIANTS)}")
-    parser.add_argument("--work-dir", help="default: a new temporary folder")
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    names = [v for v in args.variants.split(",") if v]
-    if not names or set(names) - set(VARIANTS):
-        parser.error(f"--variants takes names from {','.join(VARIANTS)}")
+    names = chosen(parser, args.variants, VARIANTS, "--variants")
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="fine-tune-variants-"))
     conversion = converted(args.data_dir, work)

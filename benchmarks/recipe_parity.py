@@ -311,11 +311,26 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of a benchmark that converts an image folder and trains on it."""
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--base-weights", required=True, help="a no-top MobileNetV2 .h5")
     parser.add_argument("--alpha", type=float, required=True)
+    parser.add_argument("--work-dir", help="default: a new temporary folder")
+    parser.add_argument("--json", help="also write the results here")
+
+
+def chosen(parser: argparse.ArgumentParser, text: str, names: Any, flag: str) -> list[str]:
+    """The comma-separated names of `text`, each one of `names`, else a usage error."""
+    picked = [name for name in text.split(",") if name]
+    if not picked or set(picked) - set(names):
+        parser.error(f"{flag} takes names from {','.join(names)}")
+    return picked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_arguments(parser)
     parser.add_argument("--runs", default=",".join(RUNS),
                         help=f"comma-separated, in this order: {','.join(RUNS)}")
     parser.add_argument("--seeds", help="the pipeline runs' seeds, comma-separated (each pipeline "
@@ -323,12 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-checkout",
                         help="another checkout of this repository (e.g. of the main branch): its "
                         "default Trainer runs too, in its own process, after the others")
-    parser.add_argument("--work-dir", help="default: a new temporary folder")
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    runs = [r for r in args.runs.split(",") if r]
-    if not runs or set(runs) - set(RUNS):
-        parser.error(f"--runs takes names from {','.join(RUNS)}")
+    runs = chosen(parser, args.runs, RUNS, "--runs")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="recipe-parity-"))
     conversion = converted(args.data_dir, work)
     results: dict[str, dict[str, Any]] = {}

@@ -97,7 +97,8 @@ class PipelineConfig:
     recipe: str = _knob(
         "default",
         "default: the head trained to convergence on cached base features at 224 px, then a "
-        "short fine-tune keeping its best epoch; tutorial: the TensorFlow tutorial's recipe as "
+        "short fine-tune of the base's top on cached activations, keeping its best epoch; "
+        "tutorial: the TensorFlow tutorial's recipe as "
         "written (160 px, 10 + 10 epochs, last epoch kept).",
         choices=("default", "tutorial"),
     )
@@ -113,20 +114,26 @@ class PipelineConfig:
         "Square input size in pixels (serving resizes any image to it).",
     )
     dropout: float = _knob(TUTORIAL_DROPOUT, "Dropout rate before the classification layer.")
-    rotation: float = _knob(TUTORIAL_ROTATION, "RandomRotation factor for augmentation (0 = off).")
-    horizontal_flip: bool = _knob(True, "Random horizontal flips for augmentation.")
+    rotation: float = _knob(
+        TUTORIAL_ROTATION,
+        "RandomRotation factor for augmentation (0 = off); with --cache-features the training "
+        "sees fixed views instead (see --mirror-features).")
+    horizontal_flip: bool = _knob(
+        True, "Random horizontal flips for augmentation; with --cache-features, fixed views.")
 
     # Training
     batch_size: int = _knob(TUTORIAL_BATCH_SIZE, "Batch size.")
     cache_features: bool = _knob(
         True,
         "Phase 1 trains the head on base features computed once per image instead of "
-        "running the frozen base every epoch.",
+        "running the frozen base every epoch; the same pass caches the activations below "
+        "--fine-tune-at, on which phase 2 trains the base's top (in memory within 2 GiB, "
+        "else in a temporary file).",
     )
     mirror_features: bool = _knob(
         False,
-        "With --cache-features, also cache each training image's mirror image (one more base "
-        "pass per image; measured no better on cats vs dogs).",
+        "With --cache-features, also cache each training image's mirror image for both phases "
+        "(one more base pass per image; measured no better on cats vs dogs).",
     )
     epochs: int = _knob(200, "Phase 1 (frozen base) epochs: the most, with --patience.")
     learning_rate: float = _knob(1e-3, "Phase 1 Adam learning rate.")

@@ -33,10 +33,13 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir, and
     returns the history.
 
-    Phase 1 trains the head on cached base features (cfg.cache_features) or, as the tutorial
-    recipe does, end to end over the images. With cfg.patience, each phase stops once the
-    eval loss has not improved for that many epochs and keeps its best epoch; phase 2 keeps
-    phase 1's weights when no fine-tuning epoch beats them.
+    With cfg.cache_features, phase 1 trains the head on base features computed once, and the
+    same pass caches the base's activations below cfg.fine_tune_at, on which phase 2 trains the
+    base's top (trainer.fine_tune_cache): the views of phase 1, no random augmentation.
+    Without it, as the tutorial recipe does, both phases train end to end over the images. With
+    cfg.patience, each phase stops once the eval loss has not improved for that many epochs
+    and keeps its best epoch; phase 2 keeps phase 1's weights when no fine-tuning epoch beats
+    them.
 
     Args:
       train_files: training TFRecord files of tf.Examples: a glob pattern or a list of them.
@@ -50,7 +53,9 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0. Each
       phase holds "history" (per-epoch metrics), "seconds", "trainable_weights" and
       "kept_epoch": the 1-based epoch of that phase whose weights were kept (0 in phase 2:
-      no fine-tuning epoch beat phase 1, whose weights were kept).
+      no fine-tuning epoch beat phase 1, whose weights were kept). On cached activations,
+      phase2 also holds "cut" (the base layer whose output was cached), "cache_mb" and
+      "spilled" (held in a temporary file rather than in memory).
     """
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(len(class_names), cfg)
