@@ -8,8 +8,10 @@ side by side in one run.
 
 DIR is a conversion folder written by ingestion (outputs/tfrecords/<fingerprint>). The sources:
 
-* trainer: trainer.data's decoded examples after one full pass, as phase 2 reads them once
-  phase 1's feature pass has filled the in-memory cache (when the images fit its budget);
+* trainer: trainer.data's decoded examples after one full pass, as phase 2 over images reads
+  them once a first pass has filled the in-memory cache (when the images fit its budget). That
+  is the tutorial recipe's phase 2; the default recipe's trains on cached activations instead
+  (trainer.fine_tune_cache) and keeps no images;
 * streamed: the same input with the cache off, decoding every batch, as data beyond the
   budget is fed;
 * memory: the batches decoded beforehand and held as tensors.

@@ -17,9 +17,13 @@ steps read that conversion:
 * statistics: TFX's StatisticsGen executor with the pipeline's StatsOptions (the allowlist
   contract.features.STATISTICS_FEATURES) over the three splits;
 * features: the default recipe's phase 1 feature pass (trainer.feature_cache.extract_features
-  over train, once per view);
-* epoch: one phase-2 epoch over train (base unfrozen from fine_tune_at, RMSprop), fed by
-  trainer.data.input_fn as the Trainer feeds it (decoded images cached within its budget);
+  over train, once per view), writing phase 2's activation cache as the Trainer does (in
+  memory within the budget, spilled to a file beyond it);
+* epoch: one phase-2 epoch over train images (base unfrozen from fine_tune_at, RMSprop), fed by
+  trainer.data.input_fn (decoded images cached within its budget): phase 2 as the tutorial
+  recipe runs it (the default recipe's runs on the cached activations);
+* trainer: the whole Trainer with the default recipe (trainer.task.train_and_export, export
+  included), its activation cache's size and whether it spilled: the Trainer's peak memory;
 * evaluator: TFX's Evaluator executor (the pipeline's) with the pipeline's EvalConfig over the
   test split, on an untrained model exported once by trainer.export.export_model (its accuracy
   is irrelevant; its cost is what is measured).
@@ -49,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the project's packages
     sys.path.insert(0, str(ROOT))
 
-STEPS = ("ingest", "statistics", "features", "epoch", "evaluator")
+STEPS = ("ingest", "statistics", "features", "epoch", "trainer", "evaluator")
 FOLDERS = ("train", "validation")
 CROP_AREA = (0.70, 0.95)
 CROP_ASPECT = (0.85, 1.15)  # the crop's aspect ratio relative to the photo's
@@ -274,16 +278,19 @@ def step_statistics(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def step_features(args: argparse.Namespace) -> dict[str, Any]:
-    """The default recipe's phase 1 feature pass over train (the frozen base once per view).
+    """The default recipe's phase 1 feature pass over train (the frozen base once per view),
+    writing phase 2's activation cache as the Trainer's pass does.
 
     Returns:
-      seconds, images (train examples) and views.
+      seconds, images (train examples), views, and the activation cache's cut, size (MB, the
+      training views' part) and whether it spilled to disk.
     """
     import keras
 
     import contract.keras_env  # noqa: F401
     from trainer.data import decoded_examples
     from trainer.feature_cache import extract_features, views
+    from trainer.fine_tune_cache import ActivationCache
     from trainer.model import build_model
 
     cfg = _training_config(args)
@@ -291,10 +298,44 @@ def step_features(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(2, cfg)
     view_names = views(cfg)
     started = time.monotonic()
-    examples = decoded_examples(_split_files(args.conversion, "train"), cfg)  # as the Trainer
-    _, labels = extract_features(model, examples, cfg, view_names)
+    examples = decoded_examples(_split_files(args.conversion, "train"), cfg, cache=False)
+    cache = ActivationCache.allocate(model, cfg, len(view_names) * int(examples.cardinality()),
+                                     0)
+    _, labels = extract_features(model, examples, cfg, view_names, cache.train)
     seconds = time.monotonic() - started
-    return {"seconds": seconds, "images": len(labels) // len(view_names), "views": view_names}
+    record = cache.record()
+    cache.release()
+    return {"seconds": seconds, "images": len(labels) // len(view_names), "views": view_names,
+            **record}
+
+
+def step_trainer(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole Trainer (trainer.task.train_and_export) with the default recipe over train
+    and eval, export included.
+
+    Returns:
+      seconds, images (train examples), each phase's seconds and kept epoch, phase 2's
+      epochs and its activation cache (cut, MB, spilled).
+    """
+    import contract.keras_env  # noqa: F401
+    from contract.labels import LABELS_FILE, parse_labels
+    from trainer.task import train_and_export
+
+    cfg = _training_config(args)
+    classes = parse_labels(Path(args.conversion, LABELS_FILE).read_text())
+    out = Path(args.tfrecords).parent / "trainer"  # runs/x<scale>/trainer
+    started = time.monotonic()
+    history = train_and_export(_split_files(args.conversion, "train"),
+                               _split_files(args.conversion, "eval"), classes, cfg,
+                               str(out / "export"), str(out / "logs"))
+    seconds = time.monotonic() - started
+    phase1, phase2 = history["phase1"], history.get("phase2", {})
+    return {"seconds": seconds, "images": phase1.get("examples", _count(args.conversion, "train")),
+            "phase1_s": phase1["seconds"], "features_s": phase1.get("feature_seconds"),
+            "phase1_kept": phase1["kept_epoch"], "phase2_s": phase2.get("seconds"),
+            "phase2_epochs": len(phase2.get("history", {}).get("loss", [])),
+            "phase2_kept": phase2.get("kept_epoch"),
+            **{k: phase2.get(k) for k in ("cut", "cache_mb", "spilled")}}
 
 
 def step_epoch(args: argparse.Namespace) -> dict[str, Any]:
@@ -388,8 +429,8 @@ def step_evaluator(args: argparse.Namespace) -> dict[str, Any]:
 
 
 STEP_FUNCTIONS = {"ingest": step_ingest, "statistics": step_statistics,
-                  "features": step_features, "epoch": step_epoch, "export": step_export,
-                  "evaluator": step_evaluator}
+                  "features": step_features, "epoch": step_epoch, "trainer": step_trainer,
+                  "export": step_export, "evaluator": step_evaluator}
 
 
 def run_child(name: str, args: argparse.Namespace, **paths: str) -> dict[str, Any]:
@@ -567,8 +608,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             results[scale][step] = run_child(step, args, model=str(model_dir), **paths)
             r = results[scale][step]
+            cache = (f", activation cache {r['cache_mb']} MB at {r['cut']}"
+                     f"{' (spilled to disk)' if r['spilled'] else ''}" if r.get("cut") else "")
             print(f"[{scale}x] {step} {r['seconds']:.1f} s over {r['images']} images, "
-                  f"{r['peak_rss_mb']:.0f} MB", flush=True)
+                  f"{r['peak_rss_mb']:.0f} MB{cache}", flush=True)
     print()
     print(table(results, args.steps))
     print()

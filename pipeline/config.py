@@ -29,6 +29,11 @@ TUTORIAL_FINE_TUNE_AT = 100
 TUTORIAL_FINE_TUNE_LR_FACTOR = 0.1  # fine-tune at a tenth of the phase-1 learning rate
 TUTORIAL_DROPOUT = 0.2
 TUTORIAL_ROTATION = 0.2
+# The default recipe fine-tunes MobileNetV2 from layer 130 (block 14's projection, blocks 15
+# and 16 and the final 1x1 convolution): on cached activations it lowered the converged head's
+# eval loss in 3 of 3 seeds where the tutorial's layer 100 did in 2, at about a third of the
+# cost per epoch (README, "Fine-tuning").
+DEFAULT_FINE_TUNE_AT = 130
 # The resolution the shipped ImageNet weights were trained at (keras.applications' files).
 WEIGHTS_IMAGE_SIZE = 224
 TUTORIAL_DATA_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
@@ -97,7 +102,8 @@ class PipelineConfig:
     recipe: str = _knob(
         "default",
         "default: the head trained to convergence on cached base features at 224 px, then a "
-        "short fine-tune keeping its best epoch; tutorial: the TensorFlow tutorial's recipe as "
+        "short fine-tune of the base's top on cached activations, keeping its best epoch; "
+        "tutorial: the TensorFlow tutorial's recipe as "
         "written (160 px, 10 + 10 epochs, last epoch kept).",
         choices=("default", "tutorial"),
     )
@@ -113,20 +119,26 @@ class PipelineConfig:
         "Square input size in pixels (serving resizes any image to it).",
     )
     dropout: float = _knob(TUTORIAL_DROPOUT, "Dropout rate before the classification layer.")
-    rotation: float = _knob(TUTORIAL_ROTATION, "RandomRotation factor for augmentation (0 = off).")
-    horizontal_flip: bool = _knob(True, "Random horizontal flips for augmentation.")
+    rotation: float = _knob(
+        TUTORIAL_ROTATION,
+        "RandomRotation factor for augmentation (0 = off); with --cache-features the training "
+        "sees fixed views instead (see --mirror-features).")
+    horizontal_flip: bool = _knob(
+        True, "Random horizontal flips for augmentation; with --cache-features, fixed views.")
 
     # Training
     batch_size: int = _knob(TUTORIAL_BATCH_SIZE, "Batch size.")
     cache_features: bool = _knob(
         True,
         "Phase 1 trains the head on base features computed once per image instead of "
-        "running the frozen base every epoch.",
+        "running the frozen base every epoch; the same pass caches the activations below "
+        "--fine-tune-at, on which phase 2 trains the base's top (in memory within 2 GiB, "
+        "else in a temporary file).",
     )
     mirror_features: bool = _knob(
         False,
-        "With --cache-features, also cache each training image's mirror image (one more base "
-        "pass per image; measured no better on cats vs dogs).",
+        "With --cache-features, also cache each training image's mirror image for both phases "
+        "(one more base pass per image; measured no better on cats vs dogs).",
     )
     epochs: int = _knob(200, "Phase 1 (frozen base) epochs: the most, with --patience.")
     learning_rate: float = _knob(1e-3, "Phase 1 Adam learning rate.")
@@ -136,9 +148,9 @@ class PipelineConfig:
         "best epoch (phase 2 keeps phase 1's weights if none beats them); 0 runs every epoch "
         "and keeps the last.",
     )
-    fine_tune_epochs: int = _knob(2, "Phase 2 (fine-tune) epochs: the most; 0 skips it.")
+    fine_tune_epochs: int = _knob(3, "Phase 2 (fine-tune) epochs: the most; 0 skips it.")
     fine_tune_at: int = _knob(
-        TUTORIAL_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index."
+        DEFAULT_FINE_TUNE_AT, "Phase 2 unfreezes base layers from this index."
     )
     fine_tune_lr_factor: float = _knob(
         0.01, "Phase 2 RMSprop learning rate = learning rate x this factor."
@@ -247,6 +259,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "tutorial": {"image_size": TUTORIAL_IMAGE_SIZE, "cache_features": False,
                  "epochs": TUTORIAL_EPOCHS, "learning_rate": TUTORIAL_LEARNING_RATE,
                  "patience": 0, "fine_tune_epochs": TUTORIAL_FINE_TUNE_EPOCHS,
+                 "fine_tune_at": TUTORIAL_FINE_TUNE_AT,
                  "fine_tune_lr_factor": TUTORIAL_FINE_TUNE_LR_FACTOR},
 }
 # Knobs some recipe sets: their flags default to "the recipe's value".

@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import (
     RECIPES,
     TUTORIAL_EPOCHS,
+    TUTORIAL_FINE_TUNE_AT,
     TUTORIAL_FINE_TUNE_EPOCHS,
     TUTORIAL_IMAGE_SIZE,
     TUTORIAL_LEARNING_RATE,
@@ -34,8 +35,9 @@ def test_the_default_recipe_is_the_field_defaults():
 def test_tutorial_is_the_tutorial_recipe_as_written():
     cfg = parse("--recipe", "tutorial")
     tutorial = cfg.training_config()
-    assert (tutorial.image_size, tutorial.epochs, tutorial.fine_tune_epochs) == (
-        TUTORIAL_IMAGE_SIZE, TUTORIAL_EPOCHS, TUTORIAL_FINE_TUNE_EPOCHS)
+    assert (tutorial.image_size, tutorial.epochs, tutorial.fine_tune_epochs,
+            tutorial.fine_tune_at) == (TUTORIAL_IMAGE_SIZE, TUTORIAL_EPOCHS,
+                                       TUTORIAL_FINE_TUNE_EPOCHS, TUTORIAL_FINE_TUNE_AT)
     assert tutorial.learning_rate == TUTORIAL_LEARNING_RATE
     assert tutorial.learning_rate * tutorial.fine_tune_lr_factor == pytest.approx(1e-5)
     assert not tutorial.cache_features and tutorial.patience == 0

@@ -59,7 +59,8 @@ def record_dataset(file_patterns: list[str] | str) -> tf.data.TFRecordDataset:
                                    else "", num_parallel_reads=tf.data.AUTOTUNE)
 
 
-# Decoded float32 images kept in memory between epochs at most (224 px: ~3,500 images).
+# The most an in-memory cache may hold: decoded float32 images kept between epochs (224 px:
+# ~3,500 images), or phase 2's cached activations (trainer.fine_tune_cache).
 CACHE_BUDGET_BYTES = 2 * 1024**3
 
 
@@ -75,6 +76,18 @@ def count_records(file_patterns: list[str] | str) -> int:
     return int(record_dataset(file_patterns).reduce(0, lambda n, _: n + 1))
 
 
+def fits_in_budget(size_bytes: int) -> bool:
+    """Whether an in-memory cache of this size is allowed (CACHE_BUDGET_BYTES).
+
+    Args:
+      size_bytes: the cache's size.
+
+    Returns:
+      True if it is at most the budget.
+    """
+    return size_bytes <= CACHE_BUDGET_BYTES
+
+
 def fits_in_cache(count: int, image_size: int) -> bool:
     """Whether `count` decoded images fit in CACHE_BUDGET_BYTES.
 
@@ -87,7 +100,7 @@ def fits_in_cache(count: int, image_size: int) -> bool:
     Returns:
       True if their float32 [S, S, 3] images take at most the budget.
     """
-    return count * image_size * image_size * 3 * 4 <= CACHE_BUDGET_BYTES
+    return fits_in_budget(count * image_size * image_size * 3 * 4)
 
 
 def decoded_examples(file_patterns: list[str] | str, cfg: TrainingConfig,

@@ -226,3 +226,33 @@ def unfreeze_top(model: keras.Model, fine_tune_at: int) -> None:
     base.trainable = True
     for layer in base.layers[:fine_tune_at]:
         layer.trainable = False
+
+
+def fine_tune_cut(model: keras.Model, fine_tune_at: int) -> keras.layers.Layer:
+    """The base layer below `fine_tune_at` that carries everything the layers above need.
+
+    Phase 2 leaves the base's first `fine_tune_at` layers frozen and in inference mode, so this
+    output's value for an image never changes while the top trains. The cut is the latest
+    layer below the unfrozen ones whose output is the only lower output that a higher layer
+    reads (a residual block is never cut through). Frozen layers between it and
+    `fine_tune_at` then run above the cut, still frozen.
+
+    Args:
+      model: a model from build_model.
+      fine_tune_at: the index of the first trainable layer of the base.
+
+    Returns:
+      A layer of the base (its input layer at the lowest cut); its output is the cut.
+    """
+    layers = base_of(model).layers
+    produced_by = {id(layer.output): i for i, layer in enumerate(layers)}
+    consumers: list[list[int]] = [[] for _ in layers]  # producer -> indices of its consumers
+    for i, layer in enumerate(layers[1:], 1):
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        for tensor in inputs:
+            consumers[produced_by[id(tensor)]].append(i)
+    for cut in range(min(fine_tune_at, len(layers) - 1), 0, -1):
+        crossing = [p for p in range(cut) if any(c >= cut for c in consumers[p])]
+        if len(crossing) == 1:
+            return layers[crossing[0]]
+    return layers[0]

@@ -16,7 +16,8 @@ from trainer.best_epoch import KeepBestEpoch
 from trainer.config import TrainingConfig
 from trainer.data import batched, binary_labels, decoded_examples
 from trainer.export import export_model
-from trainer.feature_cache import train_head
+from trainer.feature_cache import train_head, views
+from trainer.fine_tune_cache import ActivationCache, activation_batches, top_model
 from trainer.model import build_model, compile_model, is_binary, unfreeze_top
 from trainer.warmup import read_encoded_images, write_warmup_requests
 
@@ -32,10 +33,13 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir, and
     returns the history.
 
-    Phase 1 trains the head on cached base features (cfg.cache_features) or, as the tutorial
-    recipe does, end to end over the images. With cfg.patience, each phase stops once the
-    eval loss has not improved for that many epochs and keeps its best epoch; phase 2 keeps
-    phase 1's weights when no fine-tuning epoch beats them.
+    With cfg.cache_features, phase 1 trains the head on base features computed once, and the
+    same pass caches the base's activations below cfg.fine_tune_at, on which phase 2 trains the
+    base's top (trainer.fine_tune_cache): the views of phase 1, no random augmentation.
+    Without it, as the tutorial recipe does, both phases train end to end over the images. With
+    cfg.patience, each phase stops once the eval loss has not improved for that many epochs
+    and keeps its best epoch; phase 2 keeps phase 1's weights when no fine-tuning epoch beats
+    them.
 
     Args:
       train_files: training TFRecord files of tf.Examples: a glob pattern or a list of them.
@@ -49,47 +53,30 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0. Each
       phase holds "history" (per-epoch metrics), "seconds", "trainable_weights" and
       "kept_epoch": the 1-based epoch of that phase whose weights were kept (0 in phase 2:
-      no fine-tuning epoch beat phase 1, whose weights were kept).
+      no fine-tuning epoch beat phase 1, whose weights were kept). On cached activations,
+      phase2 also holds "cut" (the base layer whose output was cached), "cache_mb" and
+      "spilled" (held in a temporary file rather than in memory).
     """
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(len(class_names), cfg)
-    # Decoded once: phase 1's pass fills the in-memory cache (when the images fit) that
-    # phase 2's epochs then read.
-    train_examples = decoded_examples(train_files, cfg)
-    eval_examples = decoded_examples(eval_files, cfg)
-    train_ds = batched(train_examples, cfg, training=True)
-    eval_ds = batched(eval_examples, cfg, training=False)
-    if is_binary(model):
-        train_ds, eval_ds = binary_labels(train_ds), binary_labels(eval_ds)
+    # Decoded once. On cached features, phase 1's one pass over the images also caches what
+    # phase 2 reads (the activations at its cut), so the decoded images are not kept; else that
+    # pass fills the in-memory image cache (when the images fit) that phase 2's epochs read.
+    keep_images = not cfg.cache_features
+    train_examples = decoded_examples(train_files, cfg, cache=keep_images)
+    eval_examples = decoded_examples(eval_files, cfg, cache=keep_images)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
     history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
-
-    started = time.monotonic()
-    if cfg.cache_features:
-        LOG.info("phase 1: head on cached base features, Adam %.2g, up to %d epochs",
-                 cfg.learning_rate, cfg.epochs)
-        extra, best_loss = train_head(model, train_examples, eval_examples, cfg,
-                                      [tensorboard])
-        metrics, kept = extra.pop("fit"), extra.pop("kept_epoch")
-    else:
-        LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
-        metrics, kept, best_loss = _fit(model, keras.optimizers.Adam(cfg.learning_rate),
-                                        train_ds, eval_ds, cfg, cfg.epochs, 0, None,
-                                        [tensorboard])
-        extra = {}
-    history["phase1"] = {**_phase_record(metrics, model, time.monotonic() - started, kept),
-                         **extra}
-
-    if cfg.fine_tune_epochs > 0:
-        unfreeze_top(model, cfg.fine_tune_at)
-        rate = cfg.learning_rate * cfg.fine_tune_lr_factor
-        LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, up to %d epochs",
-                 cfg.fine_tune_at, rate, cfg.fine_tune_epochs)
-        started = time.monotonic()
-        first_epoch = len(metrics["loss"])
-        metrics, kept, _ = _fit(model, keras.optimizers.RMSprop(rate), train_ds, eval_ds, cfg,
-                                cfg.fine_tune_epochs, first_epoch, best_loss, [tensorboard])
-        history["phase2"] = _phase_record(metrics, model, time.monotonic() - started, kept)
+    activations = None
+    if cfg.cache_features and cfg.fine_tune_epochs > 0:
+        activations = ActivationCache.allocate(
+            model, cfg, len(views(cfg)) * int(train_examples.cardinality()),
+            int(eval_examples.cardinality()))
+    try:
+        _train(model, train_examples, eval_examples, cfg, activations, history, [tensorboard])
+    finally:
+        if activations is not None:
+            activations.release()
 
     tf.io.gfile.makedirs(log_dir)
     with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
@@ -98,6 +85,63 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     # TF Serving (and the serving check before the push) replay these before a version answers.
     write_warmup_requests(export_dir, read_encoded_images(train_files), cfg.model_name)
     return history
+
+
+def _train(model: keras.Model, train_examples: tf.data.Dataset, eval_examples: tf.data.Dataset,
+           cfg: TrainingConfig, activations: ActivationCache | None, history: dict[str, Any],
+           callbacks: list[keras.callbacks.Callback]) -> None:
+    """Phase 1, then phase 2 (over `activations` when given, else over the images); each
+    phase's record goes into `history`."""
+    started = time.monotonic()
+    if cfg.cache_features:
+        LOG.info("phase 1: head on cached base features, Adam %.2g, up to %d epochs",
+                 cfg.learning_rate, cfg.epochs)
+        extra, best_loss = train_head(model, train_examples, eval_examples, cfg, callbacks,
+                                      activations)
+        metrics, kept = extra.pop("fit"), extra.pop("kept_epoch")
+    else:
+        LOG.info("phase 1: frozen base, Adam %.2g, %d epochs", cfg.learning_rate, cfg.epochs)
+        train_ds, eval_ds = _image_batches(model, train_examples, eval_examples, cfg)
+        metrics, kept, best_loss = _fit(model, keras.optimizers.Adam(cfg.learning_rate),
+                                        train_ds, eval_ds, cfg, cfg.epochs, 0, None, callbacks)
+        extra = {}
+    history["phase1"] = {**_phase_record(metrics, model, time.monotonic() - started, kept),
+                         **extra}
+    if cfg.fine_tune_epochs <= 0:
+        return
+    unfreeze_top(model, cfg.fine_tune_at)
+    rate = cfg.learning_rate * cfg.fine_tune_lr_factor
+    started = time.monotonic()
+    if activations is not None:
+        LOG.info("phase 2: base layers %d+ trainable on activations cached at %s, RMSprop "
+                 "%.2g, up to %d epochs", cfg.fine_tune_at, activations.cut, rate,
+                 cfg.fine_tune_epochs)
+        trained = top_model(model, cfg.fine_tune_at)
+        train_ds = activation_batches(activations.train, activations.train_labels, cfg, True)
+        eval_ds = activation_batches(activations.eval, activations.eval_labels, cfg, False)
+        extra = activations.record()
+    else:
+        LOG.info("phase 2: base layers %d+ trainable, RMSprop %.2g, up to %d epochs",
+                 cfg.fine_tune_at, rate, cfg.fine_tune_epochs)
+        trained = model
+        train_ds, eval_ds = _image_batches(model, train_examples, eval_examples, cfg)
+        extra = {}
+    first_epoch = len(metrics["loss"])
+    metrics, kept, _ = _fit(trained, keras.optimizers.RMSprop(rate), train_ds, eval_ds, cfg,
+                            cfg.fine_tune_epochs, first_epoch, best_loss, callbacks)
+    history["phase2"] = {**_phase_record(metrics, model, time.monotonic() - started, kept),
+                         **extra}
+
+
+def _image_batches(model: keras.Model, train_examples: tf.data.Dataset,
+                   eval_examples: tf.data.Dataset, cfg: TrainingConfig
+                   ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The training and eval batches of images, with the model's targets."""
+    train_ds = batched(train_examples, cfg, training=True)
+    eval_ds = batched(eval_examples, cfg, training=False)
+    if is_binary(model):
+        return binary_labels(train_ds), binary_labels(eval_ds)
+    return train_ds, eval_ds
 
 
 def _fit(model: keras.Model, optimizer: keras.optimizers.Optimizer, train_ds: tf.data.Dataset,
