@@ -35,3 +35,22 @@ def version_names(names: list[str]) -> list[str]:
     """
     versions = [n.rstrip("/") for n in names if version_number(n) is not None]
     return sorted(versions, key=int, reverse=True)
+
+
+# The on-device models: the Trainer writes them into its model artifact under TFLITE_DIR; a
+# pushed version holds, under the same folder name, the forms that passed the on-device gate.
+TFLITE_DIR = "tflite"
+TFLITE_FORMS = ("float16", "int8")  # float16 weights; full integer, calibrated on training photos
+ON_DEVICE_FILE = "on_device.json"  # beside them: input, labels, each form's test accuracy
+
+
+def tflite_file(form: str) -> str:
+    """The file name of an on-device model form.
+
+    Args:
+      form: one of TFLITE_FORMS.
+
+    Returns:
+      e.g. "model_int8.tflite".
+    """
+    return f"model_{form}.tflite"

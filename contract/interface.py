@@ -18,3 +18,7 @@ SAVED_MODEL_TAG = "serve"  # the MetaGraph tag TF Serving loads
 MODEL_NAME = "image_classifier"  # the default model name under the serving dir
 # TF Serving's warmup file inside a version: a TFRecord of PredictionLog protos, replayed at load
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# The on-device (TFLite) models: one image of uint8 RGB pixels [1, size, size, 3], 0-255, the
+# whole photo resized to size x size (bilinear, no crop) -> PROBABILITIES float32 [1, classes].
+PIXELS_INPUT = "pixels"

@@ -41,6 +41,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "shuffle_buffer": ("must be >= 1", lambda v: v >= 1),
     "min_accuracy": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "max_accuracy_drop": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "on_device_max_drop": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "beam_workers": ("must be in [1, 64]", lambda v: 1 <= v <= 64),
 }
 

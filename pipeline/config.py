@@ -174,6 +174,23 @@ class PipelineConfig:
         "(incomplete, or other classes); the model is then gated on --min-accuracy alone.",
     )
 
+    # On-device models
+    on_device: bool = _knob(
+        True,
+        "Also export TFLite models (float16 and int8, uint8 pixels in) and push each beside "
+        "the SavedModel if its test accuracy is within --on-device-max-drop of the "
+        "SavedModel's.")
+    on_device_max_drop: float = _knob(
+        0.005, "An on-device model is pushed only if its test accuracy is at most this below "
+        "the SavedModel's.")
+
+    # Batch prediction
+    predict_dir: str | None = _knob(
+        None,
+        "A folder of unlabelled photos (any layout ingestion reads, or flat) that the run's "
+        "model classifies at the end, as tfx-image-transfer-predict does; the report links "
+        "the rows.")
+
     # Execution
     beam_workers: int = _knob(1, "Beam in-memory workers for ingestion and TFX components.")
     enable_cache: bool = _knob(True, "Reuse outputs of unchanged components (TFX caching).")
@@ -284,6 +301,27 @@ def check_writable_dir(path: str, flag: str) -> None:
             pass
     except OSError as e:
         raise ValueError(f"{flag} {path}: {e.strerror or e}") from None
+
+
+def check_readable_dir(path: str, flag: str) -> None:
+    """Refuses, in one line, a location that is not a folder.
+
+    Args:
+      path: a local path or a tf.io.gfile URI.
+      flag: the flag that named it, for the message.
+
+    Raises:
+      ValueError: the folder does not exist or cannot be listed.
+    """
+    import tensorflow as tf
+
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.listdir(path)
+            return
+    except tf.errors.OpError as e:
+        raise ValueError(f"{flag} {path} cannot be read: {e.message}") from None
+    raise ValueError(f"{flag} {path} is not a folder")
 
 
 def absolute(path: str) -> str:

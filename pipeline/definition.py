@@ -11,6 +11,9 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_component, executor_spec
 
 from components.anomaly_gate import AnomalyGate
+from components.batch_predict import BATCH_PREDICT_NODE, BatchPredict
+from components.on_device import OnDeviceGate
+from components.on_device_record import ON_DEVICE_NODE
 from components.pusher import IdempotentPusherExecutor
 from components.report import RunReportGen
 from components.report.evaluation import COUNTS_AT_THRESHOLD
@@ -246,8 +249,17 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         knobs={k: getattr(cfg, k) for k in GATE_KNOBS}).with_id("Evaluator")
     check = serving_check_component(serving_check, trainer.outputs["model"],
                                     example_gen.outputs["examples"], cfg.model_name)
+    on_device_nodes = []
+    if cfg.on_device:
+        # The model to push: the SavedModel with the on-device forms that passed their gate.
+        on_device_nodes.append(OnDeviceGate(
+            model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+            evaluation=evaluator.outputs["evaluation"],
+            max_accuracy_drop=cfg.on_device_max_drop).with_id(ON_DEVICE_NODE))
+    to_push = (on_device_nodes[0].outputs["pushed_model_candidate"] if on_device_nodes
+               else trainer.outputs["model"])
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=to_push,
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -255,18 +267,27 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
                 base_directory=cfg.serving_model_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(IdempotentPusherExecutor))
 
+    # After the push: the run's model classifies the --predict-dir photos.
+    predict_nodes = []
+    if cfg.predict_dir:
+        predict_nodes.append(BatchPredict(
+            model=to_push, pushed_model=pusher.outputs["pushed_model"],
+            predict_dir=cfg.predict_dir).with_id(BATCH_PREDICT_NODE))
+
     # Last, after the push: the page shows where the model went and every step's time.
     report = RunReportGen(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"], model=to_push,
         model_run=trainer.outputs["model_run"], blessing=evaluator.outputs["blessing"],
         evaluation=evaluator.outputs["evaluation"], serving_check=check.outputs["blessing"],
         pushed_model=pusher.outputs["pushed_model"],
         anomalies=example_validator.outputs["anomalies"], ingested_dir=examples_dir,
+        predictions=predict_nodes[0].outputs["predictions"] if predict_nodes else None,
         metadata_path=metadata_path or "", pipeline_name=cfg.pipeline_name,
     ).with_id("RunReport")
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  trainer, *baseline_nodes, evaluator, check, pusher, report]
+                  trainer, *baseline_nodes, evaluator, check, *on_device_nodes, pusher,
+                  *predict_nodes, report]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=cfg.pipeline_root,

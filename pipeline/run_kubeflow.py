@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     read_in_pods = {"--serving-dir": cfg.serving_model_dir}
     if weights_file:  # the Trainer reads it with tf.io.gfile
         read_in_pods["--base-weights"] = cfg.base_weights
+    if cfg.predict_dir:  # BatchPredict reads it
+        read_in_pods["--predict-dir"] = cfg.predict_dir
     try:
         check_storage("--pipeline-root", pipeline_root, pipeline_root=True)
         for flag, path in [*read_in_pods.items(), ("--examples-dir", args.examples_dir or "")]:

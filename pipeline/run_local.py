@@ -19,6 +19,7 @@ from pipeline.config import (
     PipelineConfig,
     absolute,
     add_flags,
+    check_readable_dir,
     check_writable_dir,
     config_from_args,
 )
@@ -42,8 +43,11 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     try:
         cfg = config_from_args(
             args, output_dir=absolute(args.output_dir),
-            serving_dir=absolute(args.serving_dir) if args.serving_dir else None)
+            serving_dir=absolute(args.serving_dir) if args.serving_dir else None,
+            predict_dir=absolute(args.predict_dir) if args.predict_dir else None)
         check_writable_dir(cfg.output_dir, "--output-dir")
+        if cfg.predict_dir:
+            check_readable_dir(cfg.predict_dir, "--predict-dir")
         if cfg.serving_dir:
             check_writable_dir(cfg.serving_dir, "--serving-dir")
     except ValueError as e:

@@ -9,19 +9,25 @@ from typing import Any
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.utils import path_utils
 
+from components.batch_predict import predictions_entry
+from components.on_device_record import ON_DEVICE_NODE, read_on_device
 from components.report import REPORT_HTML, RunReport
 from components.report.evaluation import read_evaluation
 from components.report.history import epochs_run, kept_epoch, kept_value
 from components.report.mlmd import latest_run_executions, open_store, step_entry
+from components.report.page import predictions_line
 from components.served_baseline import SERVED_VERSION_KEY, baseline_entry
 from components.serving_check import blessing_entry, describe
 from contract.artifacts import HISTORY_FILE
 from contract.knobs import exceeds_max_drop, meets_min_accuracy
 from ingestion.convert import REPORT_FILE, IngestResult
 from pipeline.config import PipelineConfig
+from predict.run import CSV_FILE
 
 SUMMARY_FILE = "run_summary.json"
+ON_DEVICE_SUMMARY = ("accuracy", "bytes", "passed", "reason")  # per on-device form
 
 
 def _outputs(store: metadata_store.MetadataStore, execution_id: int) -> list:
@@ -50,7 +56,8 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
       accuracy_interval (95% Wilson), intervals (each test metric's 95% interval entry:
       {"low", "high", "n"}, see components.report.intervals), warning (a test split too
       small for the gate, or None), blessed, serving_check, pushed_to, report, baseline
-      (ServedBaseline's baseline_entry, None without the gate), gate (its thresholds) and
+      (ServedBaseline's baseline_entry, None without the gate), gate (its thresholds),
+      on_device (form -> ON_DEVICE_SUMMARY's entries, None without on-device models) and
       total_seconds; without a metadata store, no components and None for the results.
     """
     summary: dict[str, Any] = {
@@ -63,7 +70,7 @@ def collect_summary(cfg: PipelineConfig, ingested: IngestResult,
         "components": [], "phase1_val_accuracy": None, "phase2_val_accuracy": None,
         "test_metrics": {}, "accuracy_interval": None, "intervals": {}, "warning": None,
         "blessed": None, "serving_check": None, "pushed_to": None,
-        "report": None, "baseline": None,
+        "report": None, "baseline": None, "on_device": None, "predictions": None,
         "gate": {"min_accuracy": cfg.min_accuracy, "max_accuracy_drop": cfg.max_accuracy_drop},
         "total_seconds": round(total_seconds, 1),
     }
@@ -113,6 +120,11 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
                                                       epochs_run(record)]
     elif type_name == "Model" and SERVED_VERSION_KEY in props:
         summary["baseline"] = baseline_entry(props)
+    elif type_name == "Model" and node_id == ON_DEVICE_NODE:
+        record = read_on_device(path_utils.serving_model_path(artifact.uri))
+        if record:
+            summary["on_device"] = {form: {k: entry.get(k) for k in ON_DEVICE_SUMMARY}
+                                    for form, entry in record["forms"].items()}
     elif type_name == "ModelEvaluation":
         # The report's reader; a metric TFMA could not compute (e.g. precision with no
         # positive prediction) is null.
@@ -126,6 +138,8 @@ def _read_artifact(store: metadata_store.MetadataStore, artifact: Any,
         summary["blessed"] = bool(props["blessed"].int_value)
     elif type_name == "InfraBlessing":
         summary["serving_check"] = serving_check_entry(node_id, props)
+    elif type_name == "InferenceResult":
+        summary["predictions"] = predictions_entry(props, artifact.uri)
     elif type_name == RunReport.TYPE_NAME:
         summary["report"] = os.path.join(artifact.uri, REPORT_HTML)
     elif type_name == "PushedModel" and props.get("pushed") and props["pushed"].int_value:
@@ -170,10 +184,25 @@ def format_summary(summary: dict[str, Any]) -> str:
     by = f" ({check['component']})" if check else ""
     lines.append(f"serving check{by}: {describe(check)}")
     lines.append(f"pushed to: {summary['pushed_to'] or 'not pushed' + _why_not_pushed(summary)}")
+    for form, entry in (summary.get("on_device") or {}).items():
+        lines.append(f"on-device {form}: {_on_device_text(entry, bool(summary['pushed_to']))}")
+    if summary.get("predictions"):
+        folder = summary["predictions"]["folder"]
+        lines.append(f"predictions: {predictions_line(summary['predictions'])}: "
+                     f"{os.path.join(folder, CSV_FILE)}")
     if summary["report"]:
         lines.append(f"report: {summary['report']}")
     lines.append(f"total wall time: {summary['total_seconds']:.1f}s")
     return "\n".join(lines)
+
+
+def _on_device_text(entry: dict[str, Any], pushed: bool) -> str:
+    if entry.get("accuracy") is None:
+        return f"not pushed: {entry['reason']}"
+    text = f"test accuracy {entry['accuracy']:.4f}, {entry['bytes'] / 2**20:.2f} MB, "
+    if not entry["passed"]:
+        return text + f"not pushed: {entry['reason']}"
+    return text + ("pushed beside the SavedModel" if pushed else "within the drop allowed")
 
 
 def _interval_text(summary: dict[str, Any], metric: str) -> str:

@@ -23,6 +23,7 @@ from predict.sources import Candidate, example_image, list_folder, read_candidat
 from serving.server.loader import LoadError, load_like_tf_serving
 
 CSV_FILE, JSONL_FILE, SKIPPED_FILE = "predictions.csv", "predictions.jsonl", "skipped.csv"
+PREDICTION_FILES = {"csv": CSV_FILE, "jsonl": JSONL_FILE, "skipped": SKIPPED_FILE}
 SKIPPED = "skipped"
 CSV_HEADER, SKIPPED_HEADER = ["path", "class"], ["path", "reason"]  # CSV: then the classes
 
@@ -123,8 +124,7 @@ def predict_images(model: str, source: str, output_dir: str,
         tf.io.gfile.makedirs(output_dir)
     except tf.errors.OpError as e:
         raise ValueError(f"--output-dir {output_dir} cannot be made: {e.message}") from None
-    outputs = {kind: os.path.join(output_dir, name) for kind, name in
-               (("csv", CSV_FILE), ("jsonl", JSONL_FILE), ("skipped", SKIPPED_FILE))}
+    outputs = {kind: os.path.join(output_dir, name) for kind, name in PREDICTION_FILES.items()}
     folder = tf.io.gfile.isdir(source)
     candidates, listed_skips = list_folder(source) if folder else ([], [])
     files = [] if folder else tfrecord_files(source)

@@ -129,9 +129,10 @@ class PipelineRun:
         return self.output_dir / "serving" / MODEL_NAME
 
 
-def run_pipeline_on_mini(out: Path) -> PipelineRun:
-    """A real pipeline run on the mini set (FAST_ARGS) into out, which the caller owns."""
-    process = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST_ARGS)
+def run_pipeline_on_mini(out: Path, *args: str) -> PipelineRun:
+    """A real pipeline run on the mini set (FAST_ARGS, then args) into out, which the caller
+    owns."""
+    process = run_local("--data-dir", str(MINI), "--output-dir", str(out), *FAST_ARGS, *args)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     return PipelineRun(out, process, json.loads((out / "run_summary.json").read_text()))
 

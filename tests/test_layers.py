@@ -24,7 +24,7 @@ ALLOWED = {
     "ingestion": {"contract", "ingestion"},
     "trainer": {"contract", "trainer"},
     "serving": {"contract", "serving"},
-    "components": {"contract", "trainer", "serving", "components", "system"},
+    "components": {"contract", "trainer", "serving", "predict", "components", "system"},
     "predict": {"contract", "ingestion", "serving", "predict"},
     "pipeline": {"contract", "ingestion", "trainer", "serving", "components", "predict",
                  "pipeline", "system"},

@@ -21,6 +21,7 @@ from components.anomaly_gate import ANOMALIES_FILE, describe_anomalies
 from components.report.evaluation import failure_line
 from components.report.intervals import wilson_interval
 from components.run_knobs import gate_knobs
+from contract.artifacts import ON_DEVICE_FILE, TFLITE_DIR, TFLITE_FORMS, tflite_file
 from contract.interface import LABELS_ASSET, SERVING_SIGNATURE, WARMUP_FILE
 from contract.knobs import RANGES, TRAINER_KNOBS
 from contract.labels import parse_labels
@@ -41,6 +42,7 @@ from tests.conftest import (
     training_config,
     validation_photos,
 )
+from tests.test_predict import make_photo_folder, read_rows
 from tests.test_report_kubeflow import run_report_like_a_kfp_pod
 from trainer.export import export_model
 from trainer.model import NO_WEIGHTS, build_model
@@ -126,7 +128,7 @@ def test_pipeline_wiring(tmp_path):
     chain = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
              "AnomalyGate", "Trainer"]
     assert sorted(ids) == sorted([*chain, "ServedBaseline", "Evaluator", "ServingCheck",
-                                  "Pusher", "RunReport"])
+                                  "OnDeviceGate", "Pusher", "RunReport"])
     assert ids[:len(chain)] == chain  # LocalDagRunner runs them in this order
     assert ids.index("ServedBaseline") < ids.index("Evaluator")
     # The gate's baseline is read from the serving dir after training, for the Evaluator.
@@ -136,6 +138,22 @@ def test_pipeline_wiring(tmp_path):
     assert nodes["ServedBaseline"].exec_properties["serving_model_dir"] == str(
         tmp_path / "serving" / "image_classifier")
     assert sorted(ids[-2:]) == ["Pusher", "RunReport"]  # both after the checks
+    # The Pusher pushes the on-device gate's model: the SavedModel with the forms that passed.
+    assert nodes["Pusher"].inputs["model"].producer_component_id == "OnDeviceGate"
+    assert nodes["OnDeviceGate"].inputs["evaluation"].producer_component_id == "Evaluator"
+    scored = create_pipeline(PipelineConfig(output_dir=str(tmp_path), predict_dir="/photos"),
+                             str(tmp_path / "records"), ["cats", "dogs"])
+    scored_nodes = {c.id: c for c in scored.components}
+    assert [c.id for c in scored.components][-2:] == ["BatchPredict", "RunReport"]
+    assert scored_nodes["BatchPredict"].exec_properties["predict_dir"] == "/photos"
+    assert scored_nodes["BatchPredict"].inputs["pushed_model"].producer_component_id == "Pusher"
+    assert scored_nodes["RunReport"].inputs["predictions"].producer_component_id == (
+        "BatchPredict")
+    without = create_pipeline(PipelineConfig(output_dir=str(tmp_path), on_device=False),
+                              str(tmp_path / "records"), ["cats", "dogs"])
+    assert "OnDeviceGate" not in {c.id for c in without.components}
+    assert {c.id: c for c in without.components}["Pusher"].inputs[
+        "model"].producer_component_id == "Trainer"
     trainer = pipeline.components[ids.index("Trainer")]
     assert "AnomalyGate" in {n.id for n in trainer.upstream_nodes}
     pusher = pipeline.components[ids.index("Pusher")]
@@ -150,8 +168,8 @@ def test_the_push_needs_both_blessings_and_the_report_shows_the_check(tmp_path):
     nodes = {c.id: c for c in pipeline.components}
     check, pusher = nodes["ServingCheck"], nodes["Pusher"]
     assert {k: (c.producer_component_id, c.output_key) for k, c in pusher.inputs.items()} == {
-        "model": ("Trainer", "model"), "model_blessing": ("Evaluator", "blessing"),
-        "infra_blessing": ("ServingCheck", "blessing")}
+        "model": ("OnDeviceGate", "pushed_model_candidate"),
+        "model_blessing": ("Evaluator", "blessing"), "infra_blessing": ("ServingCheck", "blessing")}
     assert pusher.inputs["infra_blessing"].type_name == "InfraBlessing"  # what Pusher checks
     assert nodes["RunReport"].inputs["serving_check"].producer_component_id == "ServingCheck"
     assert {k: c.producer_component_id for k, c in check.inputs.items()} == {
@@ -265,7 +283,9 @@ def components(summary: dict) -> dict[str, str]:
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """One pipeline run on the mini set; test_end_to_end owns its output dir (it reruns in
     place, as TFX caching needs); other tests copy its serving dir."""
-    return run_pipeline_on_mini(tmp_path_factory.mktemp("first_run") / "run")
+    photos = make_photo_folder(tmp_path_factory.mktemp("predict") / "new photos")
+    return run_pipeline_on_mini(tmp_path_factory.mktemp("first_run") / "run",
+                                "--predict-dir", str(photos))
 
 
 @pytest.mark.e2e
@@ -274,7 +294,7 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path
     out = pipeline_run.output_dir
     summary, good = pipeline_run.summary, pipeline_run.process
     assert set(components(summary).values()) == {"COMPLETE"}
-    assert len(summary["components"]) == 11
+    assert len(summary["components"]) == 13
     assert all(c["seconds"] >= 0 for c in summary["components"])
     assert summary["ingestion"]["per_split"] == {"train": 80, "eval": 20, "test": 20}
     assert summary["phase1_val_accuracy"] is not None and summary["phase2_val_accuracy"] >= 0.7
@@ -376,6 +396,49 @@ def test_end_to_end_train_bless_push_then_refuse_a_bad_model(first_run, tmp_path
         else:
             np.testing.assert_allclose(session_out[name], value.numpy(), atol=1e-5,
                                        err_msg=name)
+
+    # The on-device forms: scored on the test split beside the SavedModel, pushed beside it
+    # when within the allowed drop, each with a row in the report and a summary line.
+    record = json.loads((versions[0] / TFLITE_DIR / ON_DEVICE_FILE).read_text())
+    assert record["saved_model"]["photos"] == 20
+    assert record["saved_model"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)
+    assert record["input"]["dtype"] == "uint8" and record["input"]["shape"][0] == 1
+    assert (versions[0] / TFLITE_DIR / LABELS_ASSET).read_text().split() == ["cats", "dogs"]
+    for form in TFLITE_FORMS:
+        entry = record["forms"][form]
+        assert entry["photos"] == 20 and 0 <= entry["accuracy"] <= 1
+        assert entry["passed"] == (entry["drop"] <= 0.005 + 1e-6)
+        assert (versions[0] / TFLITE_DIR / tflite_file(form)).exists() == entry["passed"]
+        assert f"on-device {form}: test accuracy {entry['accuracy']:.4f}" in good.stdout
+    assert record["forms"]["int8"]["accuracy"] >= 0.7  # the gate's --min-accuracy, here
+    rows = {r["form"]: r for r in numbers["on_device"]["rows"]}
+    assert list(rows) == ["SavedModel", *TFLITE_FORMS]
+    assert rows["int8"]["bytes"] < rows["float16"]["bytes"] < rows["SavedModel"]["bytes"]
+    assert "<h3>Exported forms</h3>" in page
+
+    # --predict-dir: the run's model classified the folder after the push, with the rows and
+    # skips tfx-image-transfer-predict writes for the pushed version, and the report links them.
+    predicted = summary["predictions"]
+    assert predicted["rows"] == 40 and sum(predicted["skipped"].values()) == 5
+    assert predicted["version"] == versions[0].name
+    command = subprocess.run(
+        [sys.executable, "-m", "predict.cli", predicted["source"], "--model",
+         str(pipeline_run.model_base_path), "--output-dir", str(tmp_path / "command")],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert command.returncode == 0, command.stderr[-2000:]
+    step_rows, step_table, step_skipped = read_rows(Path(predicted["folder"]))
+    command_rows, command_table, command_skipped = read_rows(tmp_path / "command")
+    assert step_skipped == command_skipped and len(step_rows) == 40
+    assert [(r["path"], r["class"]) for r in step_rows] == [
+        (r["path"], r["class"]) for r in command_rows]
+    np.testing.assert_allclose([list(r["probabilities"].values()) for r in step_rows],
+                               [list(r["probabilities"].values()) for r in command_rows],
+                               atol=1e-5)
+    assert f"predictions: 40 photos of {predicted['source']} classified by pushed version" in (
+        good.stdout)
+    assert numbers["predictions"]["files"]["csv"] == str(Path(predicted["folder"])
+                                                         / "predictions.csv")
+    assert f"href='file://{predicted['folder']}/predictions.csv'" in page
 
     # The pushed model classifies real photos (raw JPEG bytes) better than a random-init one.
     pushed_accuracy = accuracy_on_validation_photos(str(versions[0]))

@@ -27,11 +27,9 @@ from tests.serving_helpers import ATOL, grpc_request, in_process
 BAD_FILES = {"notes.txt": b"not a photo", "empty.jpg": b"", ".hidden.jpg": b"\xff\xd8\xff"}
 
 
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_photo_folder(root: Path) -> Path:
     """The mini set's 40 validation photos, flat and in a subfolder, with bad files among them:
-    text, an empty file, a hidden file, a truncated JPEG and a FIFO."""
-    root = tmp_path_factory.mktemp("photos") / "new photos"
+    text, an empty file, a hidden file, a truncated JPEG and a FIFO; in root (created)."""
     (root / "more").mkdir(parents=True)
     for i, (path, _) in enumerate(validation_photos()):
         shutil.copy(path, root / ("more" if i % 2 else ".") / path.name)
@@ -40,6 +38,12 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "more" / "truncated.jpg").write_bytes(validation_photos()[0][0].read_bytes()[:3000])
     os.mkfifo(root / "pipe.jpg")
     return root
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """make_photo_folder's photos and bad files."""
+    return make_photo_folder(tmp_path_factory.mktemp("photos") / "new photos")
 
 
 def read_rows(output_dir: Path) -> tuple[list[dict], list[list[str]], list[list[str]]]:

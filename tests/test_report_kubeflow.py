@@ -59,7 +59,8 @@ def test_the_report_runs_last_and_reads_every_source(compiled):
     sources = {k: (a.task_output_artifact.producer_task, a.task_output_artifact.output_artifact_key)
                for k, a in task.inputs.artifacts.items()}
     assert sources == {
-        "examples": ("ImportExampleGen", "examples"), "model": ("Trainer", "model"),
+        "examples": ("ImportExampleGen", "examples"),
+        "model": ("OnDeviceGate", "pushed_model_candidate"),
         "model_run": ("Trainer", "model_run"), "blessing": ("Evaluator", "blessing"),
         "evaluation": ("Evaluator", "evaluation"), "serving_check": ("ServingCheck", "blessing"),
         "pushed_model": ("Pusher", "pushed_model"),

@@ -33,6 +33,7 @@ class TrainingConfig:
     shuffle_buffer: int
     seed: int
     model_name: str  # carried by the warmup requests written at export
+    on_device: bool  # also write the TFLite models (trainer.tflite_export)
 
     @classmethod
     def field_names(cls) -> list[str]:

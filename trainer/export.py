@@ -43,6 +43,22 @@ def _label_table(labels_path: str) -> tf.lookup.StaticHashTable:
         default_value="")
 
 
+def probabilities_of(logits: tf.Tensor) -> tf.Tensor:
+    """The class probabilities [N, classes] of the model's logits: a sigmoid's two classes
+    for one logit (the binary head), else a softmax.
+
+    Args:
+      logits: the model's output, float [N, 1] or [N, classes].
+
+    Returns:
+      float [N, classes], each row summing to 1.
+    """
+    if logits.shape[-1] == 1:
+        positive = tf.sigmoid(logits)[:, 0]
+        return tf.stack([1.0 - positive, positive], axis=1)
+    return tf.nn.softmax(logits, axis=-1)
+
+
 def export_model(model: keras.Model, class_names: list[str], image_size: int,
                  export_dir: str) -> str:
     """Writes the SavedModel (both signatures, the labels asset) to export_dir.
@@ -69,12 +85,8 @@ def export_model(model: keras.Model, class_names: list[str], image_size: int,
 
         def predict(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
             """Encoded images (string [N]) -> probabilities, class index and class name."""
-            logits = model(decode_batch(encoded, image_size), training=False)
-            if binary:
-                positive = tf.sigmoid(logits)[:, 0]
-                probabilities = tf.stack([1.0 - positive, positive], axis=1)
-            else:
-                probabilities = tf.nn.softmax(logits, axis=-1)
+            probabilities = probabilities_of(
+                model(decode_batch(encoded, image_size), training=False))
             index = tf.argmax(probabilities, axis=1)
             return {PROBABILITIES: probabilities, CLASS_INDEX: index,
                     CLASS_NAME: table.lookup(index)}

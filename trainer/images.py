@@ -149,3 +149,17 @@ def decode_batch(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
         encoded,
         fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
     )
+
+
+def device_pixels(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A batch of encoded images as a phone's camera or gallery gives them to the on-device
+    model: decode_batch's images rounded to uint8 RGB.
+
+    Args:
+      encoded: a string tensor [N] of encoded image bytes.
+      image_size: the side each image is resized to, in pixels.
+
+    Returns:
+      A uint8 tensor [N, image_size, image_size, 3].
+    """
+    return tf.saturate_cast(tf.round(decode_batch(encoded, image_size)), tf.uint8)

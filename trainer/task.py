@@ -19,6 +19,7 @@ from trainer.export import export_model
 from trainer.feature_cache import train_head, views
 from trainer.fine_tune_cache import ActivationCache, activation_batches, top_model
 from trainer.model import build_model, compile_model, is_binary, unfreeze_top
+from trainer.tflite_export import CALIBRATION_IMAGES, tflite_model_dir, write_tflite_models
 from trainer.warmup import read_encoded_images, write_warmup_requests
 
 LOG = logging.getLogger("trainer")
@@ -28,10 +29,10 @@ CLASSES_KEY = "classes"
 
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
                      class_names: list[str], cfg: TrainingConfig, export_dir: str,
-                     log_dir: str) -> dict[str, Any]:
+                     log_dir: str, tflite_dir: str | None = None) -> dict[str, Any]:
     """Trains the head (phase 1) and fine-tunes the top of the base (phase 2), writes
-    history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir, and
-    returns the history.
+    history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir (and,
+    with cfg.on_device, the TFLite models to tflite_dir), and returns the history.
 
     With cfg.cache_features, phase 1 trains the head on base features computed once, and the
     same pass caches the base's activations below cfg.fine_tune_at, on which phase 2 trains the
@@ -48,6 +49,8 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       cfg: the model, training and export knobs.
       export_dir: where the SavedModel (with its warmup file) is written.
       log_dir: where history.json and the TensorBoard logs are written.
+      tflite_dir: where the on-device models and their labels are written when cfg.on_device
+        (trainer.tflite_export); None writes none.
 
     Returns:
       {"classes", "config", "phase1", "phase2"}; phase2 only when fine_tune_epochs > 0. Each
@@ -78,12 +81,21 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
         if activations is not None:
             activations.release()
 
-    tf.io.gfile.makedirs(log_dir)
-    with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
-        json.dump(history, f, indent=1)
     export_model(model, class_names, cfg.image_size, export_dir)
     # TF Serving (and the serving check before the push) replay these before a version answers.
     write_warmup_requests(export_dir, read_encoded_images(train_files), cfg.model_name)
+    if cfg.on_device and tflite_dir:
+        started = time.monotonic()
+        calibration = read_encoded_images(train_files, CALIBRATION_IMAGES, sample_seed=cfg.seed)
+        written = write_tflite_models(model, class_names, cfg.image_size, calibration,
+                                      tflite_dir)
+        history["on_device"] = {"seconds": round(time.monotonic() - started, 1),
+                                "calibration_images": len(calibration),
+                                "bytes": {form: tf.io.gfile.stat(path).length
+                                          for form, path in written.items()}}
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, HISTORY_FILE), "w") as f:
+        json.dump(history, f, indent=1)
     return history
 
 
@@ -181,4 +193,5 @@ def run_fn(fn_args: Any) -> None:
     custom = fn_args.custom_config or {}
     cfg = TrainingConfig.from_dict(custom[CONFIG_KEY])
     train_and_export(fn_args.train_files, fn_args.eval_files, list(custom[CLASSES_KEY]), cfg,
-                     fn_args.serving_model_dir, fn_args.model_run_dir)
+                     fn_args.serving_model_dir, fn_args.model_run_dir,
+                     tflite_model_dir(fn_args.serving_model_dir))

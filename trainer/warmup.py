@@ -19,6 +19,7 @@ from contract.interface import IMAGES_INPUT, SERVING_SIGNATURE, WARMUP_FILE
 from trainer.data import feature_spec, record_dataset
 
 WARMUP_IMAGES = 4  # TF Serving caps the file at 1000 records; a few warm the graph up
+SAMPLE_BUFFER = 2000  # records a sample is drawn from (read_encoded_images)
 
 
 def write_warmup_requests(export_dir: str, encoded_images: Sequence[bytes],
@@ -58,17 +59,23 @@ def write_warmup_requests(export_dir: str, encoded_images: Sequence[bytes],
     return path
 
 
-def read_encoded_images(file_patterns: list[str] | str, count: int = WARMUP_IMAGES) -> list[bytes]:
-    """The first images of a split, for the warmup requests.
+def read_encoded_images(file_patterns: list[str] | str, count: int = WARMUP_IMAGES,
+                        sample_seed: int | None = None) -> list[bytes]:
+    """The first images of a split (for the warmup requests), or a sample of them.
 
     Args:
       file_patterns: TFRecord files of tf.Examples (gzipped when named *.gz, as ExampleGen
         writes them).
       count: how many images at most.
+      sample_seed: when given, `count` examples drawn from a shuffle buffer of
+        SAMPLE_BUFFER with this seed, rather than the first ones.
 
     Returns:
-      The encoded bytes of the `image` feature of the first `count` examples.
+      The encoded bytes of the `image` feature of the chosen examples.
     """
-    records = record_dataset(file_patterns).take(count)
+    records = record_dataset(file_patterns)
+    if sample_seed is not None:
+        records = records.shuffle(SAMPLE_BUFFER, seed=sample_seed)
+    records = records.take(count)
     return [tf.io.parse_single_example(r, feature_spec(IMAGE_KEY))[IMAGE_KEY].numpy()
             for r in records]

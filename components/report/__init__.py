@@ -29,6 +29,7 @@ from tfx.types.artifact import Artifact
 from tfx.types.standard_artifacts import (
     ExampleAnomalies,
     Examples,
+    InferenceResult,
     InfraBlessing,
     Model,
     ModelBlessing,
@@ -39,6 +40,7 @@ from tfx.types.standard_artifacts import (
 from tfx.utils import path_utils
 
 from components.anomaly_gate import describe_anomalies
+from components.batch_predict import predictions_entry
 from components.report.build import REPORT_HTML, REPORT_JSON, ReportSources, build_report
 from components.report.mlmd import run_steps
 from components.serving_check import blessing_entry
@@ -131,6 +133,7 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
     markdown: OutputArtifact[Markdown],
     metrics: OutputArtifact[Metrics],
     confusion: OutputArtifact[ClassificationMetrics],
+    predictions: InputArtifact[InferenceResult] = None,  # optional: TFX's form of it
     ingested_dir: Parameter[str] = "",
     metadata_path: Parameter[str] = "",
     pipeline_name: Parameter[str] = "",
@@ -152,6 +155,7 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
       markdown: the verdict and key numbers, for Kubeflow's UI (system.Markdown).
       metrics: the overall test metrics (system.Metrics).
       confusion: the confusion matrix (system.ClassificationMetrics).
+      predictions: BatchPredict's InferenceResult, when the run classified a --predict-dir.
       ingested_dir: the converted TFRecords' folder, which holds the ingestion report.
       metadata_path: the local run's SQLite ML Metadata, for the Timing section; empty where
         the orchestrator owns ML Metadata (Kubeflow).
@@ -174,7 +178,9 @@ def RunReportGen(  # noqa: N802 (TFX component names are classes)
         anomalies=describe_anomalies(anomalies.uri, splits), validated_splits=splits,
         ingestion=(_read_json(os.path.join(ingested_dir, INGESTION_REPORT_FILE))
                    if ingested_dir else None),
-        steps=steps, num_samples=num_samples)
+        steps=steps, num_samples=num_samples,
+        predictions=(predictions_entry(plain_properties(predictions), predictions.uri)
+                     if predictions else None))
     numbers, page_html, page_markdown = build_report(sources, report.uri)
     html.value = page_html
     markdown.value = page_markdown

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from components.on_device_record import read_on_device
 from components.report import history as hist
 from components.report import page, plots
 from components.report.evaluation import read_evaluation
@@ -25,6 +26,8 @@ from components.report.predictions import (
     thumbnail,
 )
 from components.serving_check import describe
+from contract.artifacts import SAVED_MODEL_FILE, TFLITE_DIR
+from predict.run import PREDICTION_FILES
 from serving.constants import GRPC_PORT, REST_PORT
 
 REPORT_HTML = "index.html"
@@ -61,6 +64,7 @@ class ReportSources:
     steps: list[dict[str, Any]] | None
     num_samples: int = 16
     num_mistakes: int = 8
+    predictions: dict[str, Any] | None = None  # batch_predict.predictions_entry, if any
 
 
 def data_numbers(ingestion: dict[str, Any] | None, anomalies: list[str],
@@ -141,6 +145,36 @@ def _example_image(ingestion: dict[str, Any] | None, paths: list[str]) -> str:
     return os.path.join(root, paths[0]) if root else paths[0]
 
 
+def on_device_numbers(model_dir: str, pushed: bool) -> dict[str, Any] | None:
+    """The page's rows for each exported form: the SavedModel and the on-device models.
+
+    Args:
+      model_dir: the model the Pusher was given (its tflite/on_device.json, if any).
+      pushed: whether the Pusher pushed it.
+
+    Returns:
+      {"input", "output", "labels", "max_accuracy_drop", "rows": [{"form", "file", "bytes",
+      "accuracy", "interval", "photos", "drop", "pushed", "reason"}]}, the SavedModel first;
+      None when the run exported no on-device models.
+    """
+    record = read_on_device(model_dir)
+    if record is None:
+        return None
+    saved_bytes = sum(tf.io.gfile.stat(os.path.join(d, f)).length
+                      for d, _, files in tf.io.gfile.walk(model_dir)
+                      if TFLITE_DIR not in os.path.relpath(d, model_dir).split(os.sep)
+                      for f in files)
+    rows = [{"form": "SavedModel", "file": SAVED_MODEL_FILE + " + variables",
+             "bytes": saved_bytes, **record["saved_model"], "drop": 0.0, "pushed": pushed,
+             "reason": ""}]
+    rows += [{"form": form, **entry, "pushed": pushed and entry["passed"],
+              "reason": entry["reason"] or ("" if pushed else "the model was not pushed")}
+             for form, entry in record["forms"].items()]
+    return {"input": record["input"], "output": record["output"],
+            "labels": f"{TFLITE_DIR}/{record['labels']}",
+            "max_accuracy_drop": record["max_accuracy_drop"], "rows": rows}
+
+
 def build_report(src: ReportSources, out_dir: str) -> tuple[dict[str, Any], str, str]:
     """Writes index.html, report.json and the figures into out_dir.
 
@@ -177,6 +211,10 @@ def build_report(src: ReportSources, out_dir: str) -> tuple[dict[str, Any], str,
             "mistakes": [entry(i) for i in mistakes]},
         "serving": serving_numbers(src.pushed, signature, _example_image(src.ingestion, paths),
                                    src.serving_check, src.blessed),
+        "on_device": on_device_numbers(src.model_dir, bool(src.pushed.get("pushed"))),
+        "predictions": src.predictions and {
+            **src.predictions, "files": {kind: os.path.join(src.predictions["folder"], name)
+                                         for kind, name in PREDICTION_FILES.items()}},
         "timing": {"steps": src.steps or [],
                    "note": _TIMING_NOTE if src.steps is not None else _NO_MLMD_NOTE},
     }

@@ -273,11 +273,69 @@ def _serving_html(numbers: dict[str, Any]) -> str:
     out.append(f"<p>Serving check: {_e(s['check_text'])}</p>")
     out.append(f"<h3>Signature <code>{_e(sig['name'])}</code></h3>")
     out.append(_table(["tensor", "dtype", "shape"], tensors, numeric_from=99))
+    out.append(_on_device_html(numbers.get("on_device")))
+    out.append(_predictions_html(numbers.get("predictions")))
     if s["pushed"]:
         out.append("<h3>Query it</h3><p>With TF Serving (or tfx-image-transfer-server) "
                    "serving the model base path, REST on 8501, gRPC on 8500:</p>")
         out.append(f"<pre>{_e(s['curl'])}</pre><pre>{_e(s['client'])}</pre>")
     return "".join(out)
+
+
+def on_device_rows(on_device: dict[str, Any]) -> list[list[Any]]:
+    """The exported forms' table rows: form, size, test accuracy (95% interval, photos),
+    accuracy below the SavedModel's, pushed (or why not)."""
+    return [[r["form"], f"{r['bytes'] / 2**20:.2f} MB" if r.get("bytes") else "",
+             f"{fmt(r.get('accuracy'))} ({interval_text(_interval(r))}, {r.get('photos')} "
+             "photos)" if r.get("accuracy") is not None else "",
+             fmt(r.get("drop")) if r["form"] != "SavedModel" else "",
+             "yes" if r["pushed"] else f"no: {r['reason']}" if r["reason"] else "no"]
+            for r in on_device["rows"]]
+
+
+def _interval(row: dict[str, Any]) -> dict[str, float] | None:
+    bounds = row.get("interval")
+    return {"low": bounds[0], "high": bounds[1]} if bounds else None
+
+
+def _link(path: str) -> str:
+    """A link to a file of the run: local paths as file: URLs, URIs (gs://) as text."""
+    if "://" in path:
+        return f"<span class='path'>{_e(path)}</span>"
+    return f"<a class='path' href='file://{_e(path)}'>{_e(path)}</a>"
+
+
+def predictions_line(predictions: dict[str, Any]) -> str:
+    """One line: how many photos were classified and skipped, by which model."""
+    skipped = predictions["skipped"]
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+    by = (f"pushed version {predictions['version']}" if predictions["version"]
+          else "this run's model (not pushed)")
+    return (f"{predictions['rows']} photos of {predictions['source']} classified by {by}, "
+            f"{sum(skipped.values())} files skipped" + (f" ({reasons})" if reasons else ""))
+
+
+def _predictions_html(predictions: dict[str, Any] | None) -> str:
+    if not predictions:
+        return ""
+    files = "".join(f"<li>{_link(path)}</li>" for path in predictions["files"].values())
+    return (f"<h3>Batch predictions</h3><p>{_e(predictions_line(predictions))}.</p>"
+            f"<ul>{files}</ul>")
+
+
+def _on_device_html(on_device: dict[str, Any] | None) -> str:
+    if not on_device:
+        return ""
+    spec = on_device["input"]
+    return ("<h3>Exported forms</h3>"
+            + _table(["form", "size", "test accuracy (95% interval, photos)",
+                      "below the SavedModel by", "pushed"], on_device_rows(on_device),
+                     numeric_from=1)
+            + f"<p class='note'>On-device (TFLite) models: input <code>{_e(spec['name'])}</code> "
+              f"{_e(spec['dtype'])} {_e(spec['shape'])}, {_e(spec['preprocessing'])}; output "
+              f"<code>{_e(on_device['output']['name'])}</code>; labels in "
+              f"{_e(on_device['labels'])} beside them. Each is pushed only within "
+              f"{fmt(on_device['max_accuracy_drop'])} of the SavedModel's test accuracy.</p>")
 
 
 def _timing_html(numbers: dict[str, Any]) -> str:
@@ -336,6 +394,14 @@ def render_markdown(numbers: dict[str, Any]) -> str:
     lines += ["", "| class | precision | recall | AUC |", "|---|---|---|---|"]
     lines += [f"| {r['class'].replace('|', '/')} | {fmt(r['precision'])} | {fmt(r['recall'])} "
               f"| {fmt(r['auc'])} |" for r in ev["per_class"]]
+    if numbers.get("on_device"):
+        lines += ["", "| form | size | test accuracy | below the SavedModel by | pushed |",
+                  "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |"
+                  for row in on_device_rows(numbers["on_device"])]
+    if numbers.get("predictions"):
+        lines += ["", predictions_line(numbers["predictions"]) + ": "
+                  + ", ".join(f"`{p}`" for p in numbers["predictions"]["files"].values())]
     s = numbers["serving"]
     if s["pushed"]:
         lines += ["", f"Pushed version {s['version']} to `{s['path']}`.", "", "```",
