@@ -51,21 +51,13 @@ import tensorflow as tf
 import contract.keras_env  # noqa: F401  (before TensorFlow loads)
 from contract import features
 from contract.interface import IMAGES_INPUT, PROBABILITIES, SERVING_SIGNATURE
-from pipeline.config import (
-    TUTORIAL_BATCH_SIZE,
-    TUTORIAL_DROPOUT,
-    TUTORIAL_EPOCHS,
-    TUTORIAL_FINE_TUNE_AT,
-    TUTORIAL_FINE_TUNE_EPOCHS,
-    TUTORIAL_FINE_TUNE_LR_FACTOR,
-    TUTORIAL_IMAGE_SIZE,
-    TUTORIAL_LEARNING_RATE,
-    TUTORIAL_ROTATION,
-    PipelineConfig,
-)
+from contract.knobs import TUTORIAL_RECIPE
+from pipeline.config import PipelineConfig
 from trainer.data import feature_spec, record_dataset
 
 RUNS = ("plain", "tutorial", "default")
+# The tutorial's knob values, which the plain Keras run uses too.
+TUTORIAL = PipelineConfig.for_recipe(TUTORIAL_RECIPE)
 
 
 def converted(data_dir: str, work: Path) -> Path:
@@ -113,17 +105,17 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[l
 def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, Any]:
     """The tutorial's code, with the tutorial's hyper-parameters, over the split tree."""
     keras.utils.set_random_seed(seed)
-    size = (TUTORIAL_IMAGE_SIZE, TUTORIAL_IMAGE_SIZE)
+    size = (TUTORIAL.image_size, TUTORIAL.image_size)
 
     def load(split: str, shuffle: bool) -> tf.data.Dataset:
         return keras.utils.image_dataset_from_directory(
-            tree / split, shuffle=shuffle, batch_size=TUTORIAL_BATCH_SIZE, image_size=size,
+            tree / split, shuffle=shuffle, batch_size=TUTORIAL.batch_size, image_size=size,
             seed=seed).prefetch(tf.data.AUTOTUNE)
 
     train, validation, test = load("train", True), load("eval", False), load("test", False)
     classes = sum(1 for d in (tree / "train").iterdir() if d.is_dir())
     augment = keras.Sequential([keras.layers.RandomFlip("horizontal"),
-                                keras.layers.RandomRotation(TUTORIAL_ROTATION)])
+                                keras.layers.RandomRotation(TUTORIAL.rotation)])
     base = keras.applications.MobileNetV2(input_shape=size + (3,), include_top=False,
                                           weights=weights, alpha=alpha)
     base.trainable = False
@@ -131,7 +123,7 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
     x = keras.applications.mobilenet_v2.preprocess_input(augment(inputs))
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(TUTORIAL_DROPOUT)(x)
+    x = keras.layers.Dropout(TUTORIAL.dropout)(x)
     # Two classes: the tutorial's one logit. More: one logit per class, the same code otherwise.
     model = keras.Model(inputs, keras.layers.Dense(1 if classes == 2 else classes)(x))
 
@@ -144,18 +136,18 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
             accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
 
-    compile_with(keras.optimizers.Adam(TUTORIAL_LEARNING_RATE))
+    compile_with(keras.optimizers.Adam(TUTORIAL.learning_rate))
     cpu_started = time.process_time()
     started = time.monotonic()
-    model.fit(train, epochs=TUTORIAL_EPOCHS, validation_data=validation, verbose=2)
+    model.fit(train, epochs=TUTORIAL.epochs, validation_data=validation, verbose=2)
     phase1 = time.monotonic() - started
     base.trainable = True
-    for layer in base.layers[:TUTORIAL_FINE_TUNE_AT]:
+    for layer in base.layers[:TUTORIAL.fine_tune_at]:
         layer.trainable = False
-    compile_with(keras.optimizers.RMSprop(TUTORIAL_LEARNING_RATE * TUTORIAL_FINE_TUNE_LR_FACTOR))
+    compile_with(keras.optimizers.RMSprop(TUTORIAL.learning_rate * TUTORIAL.fine_tune_lr_factor))
     started = time.monotonic()
-    model.fit(train, epochs=TUTORIAL_EPOCHS + TUTORIAL_FINE_TUNE_EPOCHS,
-              initial_epoch=TUTORIAL_EPOCHS, validation_data=validation, verbose=2)
+    model.fit(train, epochs=TUTORIAL.epochs + TUTORIAL.fine_tune_epochs,
+              initial_epoch=TUTORIAL.epochs, validation_data=validation, verbose=2)
     phase2 = time.monotonic() - started
     cpu = time.process_time() - cpu_started
 
@@ -166,7 +158,7 @@ def run_plain(tree: Path, weights: str, alpha: float, seed: int) -> dict[str, An
         return float((labels == predicted).mean()), confusion(labels, predicted, classes)
 
     (eval_acc, eval_cm), (test_acc, test_cm) = score(validation), score(test)
-    return {"image_size": TUTORIAL_IMAGE_SIZE, "phase1_s": phase1, "phase2_s": phase2,
+    return {"image_size": TUTORIAL.image_size, "phase1_s": phase1, "phase2_s": phase2,
             "trainer_s": phase1 + phase2, "trainer_cpu_s": cpu, "eval_accuracy": eval_acc,
             "eval_confusion": eval_cm, "test_accuracy": test_acc, "test_confusion": test_cm}
 

@@ -12,6 +12,7 @@ No `from __future__ import annotations` here: TFX reads ExecutionParameter types
 """
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from tensorflow_model_analysis.proto import config_pb2
@@ -32,7 +33,8 @@ from trainer.task import CONFIG_KEY
 # The metric the gate knobs set: its lower bound, and the most it may drop below the baseline's.
 GATED_METRIC = "accuracy"
 
-Knob = int | float | data_types.RuntimeParameter
+# Kubeflow runtime parameters by knob name: each takes the place of its knob's value.
+RuntimeParameters = Mapping[str, data_types.RuntimeParameter]
 
 
 class RunKnobError(ValueError):
@@ -107,7 +109,8 @@ class TrainerWithRunKnobs(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(TrainerExecutor)
 
     def __init__(self, examples: types.BaseChannel, run_fn: str, training: TrainingConfig,
-                 custom_config: dict[str, Any]):
+                 custom_config: dict[str, Any],
+                 runtime_parameters: RuntimeParameters | None = None):
         """The Trainer node.
 
         Args:
@@ -116,9 +119,11 @@ class TrainerWithRunKnobs(base_component.BaseComponent):
           training: the run's training config: TRAINER_KNOBS become exec properties, the
             other fields custom_config's CONFIG_KEY entry.
           custom_config: the rest of custom_config, as TFX's Trainer takes it.
+          runtime_parameters: those of TRAINER_KNOBS that a Kubeflow run sets; others in it
+            are ignored (the Evaluator's).
         """
         values = training.to_dict()
-        knobs = {k: values.pop(k) for k in TRAINER_KNOBS}
+        knobs = {k: (runtime_parameters or {}).get(k, values.pop(k)) for k in TRAINER_KNOBS}
         spec = TrainerSpec(
             examples=examples, run_fn=run_fn,
             custom_config=json_utils.dumps({**custom_config, CONFIG_KEY: values}),
@@ -221,7 +226,7 @@ class EvaluatorWithRunKnobs(base_component.BaseComponent):
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  baseline_model: types.BaseChannel | None,
                  eval_config: config_pb2.EvalConfig, example_splits: list[str],
-                 knobs: dict[str, Knob]):
+                 knobs: Mapping[str, float], runtime_parameters: RuntimeParameters | None = None):
         """The Evaluator node.
 
         Args:
@@ -231,7 +236,9 @@ class EvaluatorWithRunKnobs(base_component.BaseComponent):
           eval_config: TFMA's config, with a threshold on GATED_METRIC; when the component
             runs, the knobs' values replace that threshold's.
           example_splits: the splits to evaluate.
-          knobs: a value or a RuntimeParameter for each of GATE_KNOBS.
+          knobs: the run's value of each of GATE_KNOBS.
+          runtime_parameters: those of GATE_KNOBS that a Kubeflow run sets; others in it are
+            ignored (the Trainer's).
         """
         set_gate(eval_config, 0.0, 0.0)  # only checks that there is a gate for the knobs
         spec = EvaluatorSpec(
@@ -240,5 +247,6 @@ class EvaluatorWithRunKnobs(base_component.BaseComponent):
             example_splits=json_utils.dumps(example_splits),
             fairness_indicator_thresholds=json_utils.dumps(None),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
-            blessing=types.Channel(type=standard_artifacts.ModelBlessing), **knobs)
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            **{k: (runtime_parameters or {}).get(k, knobs[k]) for k in GATE_KNOBS})
         super().__init__(spec=spec)

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from contract.image_header import DEFAULT_MAX_IMAGE_PIXELS
+from contract.knobs import IngestionKnobs
 
 
 @dataclass(frozen=True)
-class SplitSettings:
-    """How files are accepted and kept images assigned to splits (part of the fingerprint).
-
-    The defaults here are the only ones: the pipeline's flags take theirs from this class.
-    """
-
-    eval_fraction: float = 0.1
-    test_fraction: float = 0.1
-    validation_test_fraction: float = 0.2  # the tutorial recipe moves 20% of validation/ to test
-    min_image_side: int = 32
-    # 0: the runner picks the shards and streams the examples to them. A fixed count makes Beam
-    # group every serialized example first, which grows memory with the data (benchmarks/).
-    num_shards: int = 0
-    # Images whose header declares more pixels (width x height; all frames of a GIF) are skipped
-    # without decoding (see contract/image_header.py).
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    # Larger files are skipped without reading them (photos are a few MB; 64 MiB is generous).
-    max_file_bytes: int = 64 * 1024 * 1024
+class SplitSettings(IngestionKnobs):
+    """How files are accepted and kept images assigned to splits (part of the fingerprint):
+    the ingestion knobs, with their defaults, of the table in contract/knobs.py."""
 
     @classmethod
     def from_config(cls, cfg: object) -> SplitSettings:

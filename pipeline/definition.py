@@ -20,6 +20,7 @@ from components.report.evaluation import COUNTS_AT_THRESHOLD
 from components.run_knobs import (
     GATED_METRIC,
     EvaluatorWithRunKnobs,
+    RuntimeParameters,
     TrainerWithRunKnobs,
     set_gate,
 )
@@ -32,7 +33,7 @@ from components.serving_check import (
 )
 from contract import features
 from contract.interface import EXAMPLES_SIGNATURE, POSITIVE_PROBABILITY, PROBABILITIES
-from contract.knobs import GATE_KNOBS
+from contract.knobs import GATE_KNOBS, PER_RUN_KNOBS
 from pipeline.config import (
     KUBERNETES_CHECK,
     SERVING_CHECKS,
@@ -40,7 +41,7 @@ from pipeline.config import (
     TF_SERVING_IMAGE,
     PipelineConfig,
 )
-from trainer.task import CLASSES_KEY
+from trainer.task import CLASSES_KEY, MODEL_NAME_KEY
 
 RUN_FN = "trainer.task.run_fn"
 CODE_FINGERPRINT_KEY = "code_fingerprint"
@@ -192,7 +193,8 @@ def serving_check_component(mode: str, model: tfx.dsl.Channel, examples: tfx.dsl
 def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[str],
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None,
-                    serving_check: str = SESSION_CHECK) -> tfx.dsl.Pipeline:
+                    serving_check: str = SESSION_CHECK,
+                    runtime_parameters: RuntimeParameters | None = None) -> tfx.dsl.Pipeline:
     """The pipeline over TFRecords in examples_dir/{train,eval,test}/ (see ingestion).
 
     Args:
@@ -204,10 +206,18 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
       beam_pipeline_args: Beam options for the components that run Beam.
       serving_check: picks the step whose InfraBlessing gates the push beside the
         Evaluator's blessing (see `serving_check_component`).
+      runtime_parameters: knobs a Kubeflow run sets (some of contract.knobs.PER_RUN_KNOBS),
+        as RuntimeParameters; the Trainer and Evaluator take them in place of cfg's values.
 
     Returns:
       The TFX pipeline, for any runner.
+
+    Raises:
+      ValueError: a runtime parameter is no knob a run may set.
     """
+    unknown = sorted(set(runtime_parameters or {}) - set(PER_RUN_KNOBS))
+    if unknown:
+        raise ValueError(f"no knob a run may set: {unknown}; those are {list(PER_RUN_KNOBS)}")
     example_gen = tfx.components.ImportExampleGen(
         input_base=examples_dir,
         input_config=tfx.proto.Input(splits=[
@@ -227,8 +237,9 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         training=cfg.training_config(),
-        custom_config={CLASSES_KEY: list(class_names),
-                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()}).with_id("Trainer")
+        custom_config={CLASSES_KEY: list(class_names), MODEL_NAME_KEY: cfg.model_name,
+                       CODE_FINGERPRINT_KEY: trainer_code_fingerprint()},
+        runtime_parameters=runtime_parameters).with_id("Trainer")
     trainer.add_upstream_node(anomaly_gate)
 
     baseline_nodes = []
@@ -246,7 +257,8 @@ def create_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[st
         baseline_model=baseline_nodes[0].outputs["baseline"] if baseline_nodes else None,
         eval_config=eval_config(cfg, len(class_names)),
         example_splits=["test"],
-        knobs={k: getattr(cfg, k) for k in GATE_KNOBS}).with_id("Evaluator")
+        knobs={k: getattr(cfg, k) for k in GATE_KNOBS},
+        runtime_parameters=runtime_parameters).with_id("Evaluator")
     check = serving_check_component(serving_check, trainer.outputs["model"],
                                     example_gen.outputs["examples"], cfg.model_name)
     on_device_nodes = []

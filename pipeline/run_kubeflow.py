@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
+from contract.knobs import PER_RUN_KNOBS
 from pipeline.config import (
     SERVING_CHECKS,
     SESSION_CHECK,
@@ -35,16 +35,6 @@ ENTRY_POINT = ["python", "-m", "pipeline.kubeflow_entrypoint"]
 # Object stores the Kubeflow Pipelines backend takes as a pipeline root (its launcher stages
 # their artifacts at local paths: pipeline/kubeflow_entrypoint.py).
 KFP_ROOT_SCHEMES = ("gs", "s3", "minio")
-# The knobs users change between runs, as typed runtime parameters of the compiled pipeline:
-# parameter -> (component id, exec property). TFX's v2 compiler takes a RuntimeParameter only
-# in place of a whole exec property, so the Trainer and Evaluator (components/run_knobs.py)
-# hold each of these knobs as a property of its own. Each default is the compiled value.
-RUNTIME_PARAMETERS = {
-    **{knob: ("Trainer", knob) for knob in TRAINER_KNOBS},
-    **{knob: ("Evaluator", knob) for knob in GATE_KNOBS},
-}
-
-
 # KFP's own MinIO, as the pods of a Kubeflow install reach it, and the secret that holds its
 # credentials (keys accesskey and secretkey) in every Kubeflow Pipelines namespace.
 KFP_MINIO_ENDPOINT = "http://minio-service.kubeflow:9000"
@@ -212,26 +202,20 @@ def read_class_names(examples_dir: str) -> list[str]:
     return names
 
 
-def add_runtime_parameters(pipeline: Any) -> dict[str, int | float]:
-    """Turns the exec properties of RUNTIME_PARAMETERS into runtime parameters.
+def runtime_parameters(cfg: PipelineConfig) -> dict[str, Any]:
+    """The knobs a run may set (contract.knobs.PER_RUN_KNOBS), as typed runtime parameters of
+    the compiled pipeline, each defaulting to the config's value.
 
     Args:
-      pipeline: the tfx.dsl.Pipeline from create_pipeline (changed in place).
+      cfg: the run's config.
 
     Returns:
-      Each parameter's default: the exec property's compiled value.
+      knob name -> data_types.RuntimeParameter of that name, for create_pipeline.
     """
     from tfx.orchestration import data_types
 
-    nodes = {c.id: c for c in pipeline.components}
-    kinds = {**TRAINER_KNOBS, **GATE_KNOBS}
-    defaults = {}
-    for name, (node_id, prop) in RUNTIME_PARAMETERS.items():
-        properties = nodes[node_id].exec_properties
-        defaults[name] = properties[prop]
-        properties[prop] = data_types.RuntimeParameter(name=name, ptype=kinds[name],
-                                                       default=defaults[name])
-    return defaults
+    return {name: data_types.RuntimeParameter(name=name, ptype=kind, default=getattr(cfg, name))
+            for name, kind in PER_RUN_KNOBS.items()}
 
 
 def add_store_access(pipeline_spec: dict[str, Any], access: StoreAccess) -> dict[str, Any]:
@@ -267,7 +251,8 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     """Writes the Kubeflow spec of `create_pipeline` to output_file and returns its path.
 
     The spec is PipelineSpec schema 2.1 (what kfp 2.x compiles and the Kubeflow Pipelines 2.x
-    backend runs), with RUNTIME_PARAMETERS as optional root parameters.
+    backend runs), with the knobs a run may set (`runtime_parameters`) as optional root
+    parameters.
 
     Args:
       cfg: the run's config.
@@ -291,10 +276,12 @@ def compile_pipeline(cfg: PipelineConfig, examples_dir: str, class_names: list[s
     from pipeline import definition
 
     pipeline_root = pipeline_root or cfg.pipeline_root
+    parameters = runtime_parameters(cfg)
     pipeline = definition.create_pipeline(
         cfg, examples_dir, class_names, metadata_path=None,  # Kubeflow provides ML Metadata
-        beam_pipeline_args=beam_pipeline_args(cfg.beam_workers), serving_check=serving_check)
-    defaults = add_runtime_parameters(pipeline)
+        beam_pipeline_args=beam_pipeline_args(cfg.beam_workers), serving_check=serving_check,
+        runtime_parameters=parameters)
+    defaults = {name: parameter.default for name, parameter in parameters.items()}
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image, default_commands=ENTRY_POINT, use_pipeline_spec_2_1=True))

@@ -40,7 +40,7 @@ from components.run_knobs import (
     trainer_properties,
 )
 from contract import features
-from contract.knobs import GATE_KNOBS, TRAINER_KNOBS
+from contract.knobs import GATE_KNOBS, PER_RUN_KNOBS, TRAINER_KNOBS
 from ingestion.beam_options import beam_pipeline_args
 from pipeline import definition, run_kubeflow, run_local
 from pipeline.config import (
@@ -271,18 +271,21 @@ def test_the_run_knobs_are_typed_runtime_parameters_with_the_compiled_defaults(c
     spec, cfg = compiled.spec, compiled.cfg
     assert spec.schema_version == "2.1.0"  # what kfp 2.x compiles and its backend runs
     root = spec.root.input_definitions.parameters
-    assert set(root) == set(run_kubeflow.RUNTIME_PARAMETERS) >= {
+    # Exactly the table's per-run knobs, the Trainer's and the Evaluator's.
+    assert set(root) == set(PER_RUN_KNOBS) >= {
         "epochs", "fine_tune_epochs", "learning_rate", "min_accuracy"}
     local = {c.id: c for c in compiled.local.components}
     kinds = {**TRAINER_KNOBS, **GATE_KNOBS}
-    for name, (task, prop) in run_kubeflow.RUNTIME_PARAMETERS.items():
-        assert spec.root.dag.tasks[task].inputs.parameters[prop].component_input_parameter == name
+    owner = {**dict.fromkeys(TRAINER_KNOBS, "Trainer"), **dict.fromkeys(GATE_KNOBS, "Evaluator")}
+    for name, task in owner.items():
+        assert spec.root.dag.tasks[task].inputs.parameters[name].component_input_parameter \
+            == name
         assert root[name].is_optional
         assert root[name].parameter_type == {int: kfp_spec.ParameterType.NUMBER_INTEGER,
                                              float: kfp_spec.ParameterType.NUMBER_DOUBLE}[
                                                  kinds[name]]
         # The default is what the local runner runs with, which is the config's value.
-        assert root[name].default_value.number_value == local[task].exec_properties[prop] \
+        assert root[name].default_value.number_value == local[task].exec_properties[name] \
             == getattr(cfg, name)
     assert (root["epochs"].default_value.number_value,
             root["learning_rate"].default_value.number_value) == (3, 0.002)
@@ -290,6 +293,24 @@ def test_the_run_knobs_are_typed_runtime_parameters_with_the_compiled_defaults(c
     inputs = kfp.components.load_component_from_file(str(compiled.path)).component_spec.inputs
     assert {k: (v.type, v.default) for k, v in inputs.items()} == {
         k: ("Integer" if kinds[k] is int else "Float", getattr(cfg, k)) for k in root}
+
+
+def test_runtime_parameters_are_the_tables_per_run_knobs_at_the_configs_values():
+    cfg = PipelineConfig.for_recipe("tutorial", min_accuracy=0.8)
+    parameters = run_kubeflow.runtime_parameters(cfg)
+    assert list(parameters) == list(PER_RUN_KNOBS)
+    for name, p in parameters.items():
+        assert (p.name, p.ptype, p.default) == (name, PER_RUN_KNOBS[name], getattr(cfg, name))
+
+
+def test_create_pipeline_refuses_a_runtime_parameter_no_component_takes(tmp_path):
+    from tfx.orchestration import data_types
+
+    examples = str(fake_examples_dir(tmp_path / "examples", CLASSES))
+    seed = data_types.RuntimeParameter(name="seed", ptype=int, default=1)
+    with pytest.raises(ValueError, match=r"no knob a run may set: \['seed'\]"):
+        definition.create_pipeline(PipelineConfig(output_dir=str(tmp_path)), examples, CLASSES,
+                                   runtime_parameters={"seed": seed})
 
 
 def test_the_kfp_compiler_passes_typed_run_values_and_refuses_mistyped_ones(compiled, tmp_path):

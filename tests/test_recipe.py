@@ -6,18 +6,14 @@ import argparse
 
 import pytest
 
-from pipeline.config import (
-    RECIPES,
-    TUTORIAL_EPOCHS,
-    TUTORIAL_FINE_TUNE_AT,
-    TUTORIAL_FINE_TUNE_EPOCHS,
-    TUTORIAL_IMAGE_SIZE,
-    TUTORIAL_LEARNING_RATE,
-    WEIGHTS_IMAGE_SIZE,
-    PipelineConfig,
-    add_flags,
-    config_from_args,
-)
+from contract.knobs import RECIPES
+from pipeline.config import PipelineConfig, add_flags, config_from_args
+
+# The TensorFlow tutorial's recipe as written, and the resolution of the shipped weights.
+TUTORIAL_IMAGE_SIZE, TUTORIAL_EPOCHS, TUTORIAL_FINE_TUNE_EPOCHS, TUTORIAL_FINE_TUNE_AT = (
+    160, 10, 10, 100)
+TUTORIAL_LEARNING_RATE = 1e-4
+WEIGHTS_IMAGE_SIZE = 224
 
 
 def parse(*flags: str) -> PipelineConfig:

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from contract.artifacts import HISTORY_FILE
+from contract.interface import MODEL_NAME
 from trainer.best_epoch import KeepBestEpoch
 from trainer.config import TrainingConfig
 from trainer.data import batched, binary_labels, decoded_examples
@@ -25,11 +26,13 @@ from trainer.warmup import read_encoded_images, write_warmup_requests
 LOG = logging.getLogger("trainer")
 CONFIG_KEY = "training"
 CLASSES_KEY = "classes"
+MODEL_NAME_KEY = "model_name"
 
 
 def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
                      class_names: list[str], cfg: TrainingConfig, export_dir: str,
-                     log_dir: str, tflite_dir: str | None = None) -> dict[str, Any]:
+                     log_dir: str, model_name: str = MODEL_NAME,
+                     tflite_dir: str | None = None) -> dict[str, Any]:
     """Trains the head (phase 1) and fine-tunes the top of the base (phase 2), writes
     history.json and TensorBoard logs to log_dir, exports the SavedModel to export_dir (and,
     with cfg.on_device, the TFLite models to tflite_dir), and returns the history.
@@ -49,6 +52,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
       cfg: the model, training and export knobs.
       export_dir: where the SavedModel (with its warmup file) is written.
       log_dir: where history.json and the TensorBoard logs are written.
+      model_name: the model name the warmup requests carry (TF Serving ignores it on replay).
       tflite_dir: where the on-device models and their labels are written when cfg.on_device
         (trainer.tflite_export); None writes none.
 
@@ -69,7 +73,8 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
     train_examples = decoded_examples(train_files, cfg, cache=keep_images)
     eval_examples = decoded_examples(eval_files, cfg, cache=keep_images)
     tensorboard = keras.callbacks.TensorBoard(os.path.join(log_dir, "tensorboard"))
-    history: dict[str, Any] = {"classes": class_names, "config": cfg.to_dict()}
+    history: dict[str, Any] = {"classes": class_names,
+                               "config": {**cfg.to_dict(), "model_name": model_name}}
     activations = None
     if cfg.cache_features and cfg.fine_tune_epochs > 0:
         activations = ActivationCache.allocate(
@@ -83,7 +88,7 @@ def train_and_export(train_files: list[str] | str, eval_files: list[str] | str,
 
     export_model(model, class_names, cfg.image_size, export_dir)
     # TF Serving (and the serving check before the push) replay these before a version answers.
-    write_warmup_requests(export_dir, read_encoded_images(train_files), cfg.model_name)
+    write_warmup_requests(export_dir, read_encoded_images(train_files), model_name)
     if cfg.on_device and tflite_dir:
         started = time.monotonic()
         calibration = read_encoded_images(train_files, CALIBRATION_IMAGES, sample_seed=cfg.seed)
@@ -188,10 +193,11 @@ def run_fn(fn_args: Any) -> None:
 
     Args:
       fn_args: the Trainer's FnArgs; custom_config holds "training" (the TrainingConfig's
-        knobs) and "classes" (the class names by index).
+        knobs), "classes" (the class names by index) and "model_name" (that of the serving
+        dir).
     """
     custom = fn_args.custom_config or {}
     cfg = TrainingConfig.from_dict(custom[CONFIG_KEY])
     train_and_export(fn_args.train_files, fn_args.eval_files, list(custom[CLASSES_KEY]), cfg,
                      fn_args.serving_model_dir, fn_args.model_run_dir,
-                     tflite_model_dir(fn_args.serving_model_dir))
+                     custom[MODEL_NAME_KEY], tflite_model_dir(fn_args.serving_model_dir))
