@@ -95,7 +95,7 @@ class LocalServer:
         return self
 
     def stop(self) -> None:
-        """Stops both APIs (in-flight gRPC calls get a second), then unloads the versions."""
+        """Stops both APIs (in-flight calls get a second), then unloads the versions."""
         self._rest.stop()
         self._grpc.stop(grace=1).wait()
         self.store.stop()

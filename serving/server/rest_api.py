@@ -8,6 +8,7 @@ paths match case-insensitively, names and labels are URL-decoded, other /v1/ pat
 400 "Malformed request", paths outside /v1/ are 404, and an OPTIONS request with an http(s)
 Origin is 200. Bodies may be gzip-encoded or chunked. Errors are {"error": "<message>"}
 with TF Serving's HTTP status for the status code; a body above the server's limit is 413.
+HTTP itself is aiohttp's; what is kept by hand, and why: serving/README.md, REST over HTTP.
 """
 
 from __future__ import annotations
@@ -216,11 +217,12 @@ class RestServer:
         asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result()
 
     def stop(self) -> None:
-        """Stops serving (requests in progress are cut) and releases the address."""
+        """Stops serving (requests in progress get a second) and releases the address."""
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        if not self._loop.is_running():
             self._loop.close()
         self._socket.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
