@@ -26,11 +26,17 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_latency import SHARED, export_quick_model  # noqa: E402
 
+from contract.features import image_format  # noqa: E402
 from contract.interface import IMAGES_INPUT, SERVING_SIGNATURE  # noqa: E402
 from predict.model import resolve_version  # noqa: E402
 from predict.run import predict_images  # noqa: E402
 
 PHOTOS = SHARED / "data" / "cats_vs_dogs"
+
+
+def _starts_as_image(path: Path) -> bool:
+    with path.open("rb") as f:
+        return image_format(f.read(16)) is not None
 
 
 def plain_loop(version_dir: str, files: list[Path], batch_size: int) -> float:
@@ -56,7 +62,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    files = sorted(p for p in args.photos.rglob("*") if p.is_file())
+    # The plain loop checks nothing, so it gets only the files that start as images (the
+    # folder's checksum list, for one, is no photo); the command is given the whole folder.
+    files = sorted(p for p in args.photos.rglob("*") if p.is_file() and _starts_as_image(p))
     with tempfile.TemporaryDirectory() as tmp:
         base = args.model_base_path
         if base is None:

@@ -63,16 +63,16 @@ def test_image() -> bytes:
     return buffer.getvalue()
 
 
-def start_server(base_path: Path, log_path: Path, *flags: str
+def start_server(base_path: Path, log_path: Path, *flags: str, repo: Path = REPO
                  ) -> tuple[subprocess.Popen, str, str]:
-    """The server command on base_path with flags, as a subprocess; returns it, its gRPC
-    address and REST URL once a version is AVAILABLE."""
+    """The server command of the checkout at repo on base_path with flags, as a subprocess;
+    returns it, its gRPC address and REST URL once a version is AVAILABLE."""
     grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", "--model-base-path", str(base_path),
              "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), *flags],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+            cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, stdout=log,
             stderr=subprocess.STDOUT)
     grpc_address, rest_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
     deadline = time.monotonic() + 120

@@ -13,6 +13,8 @@ import http.client
 import json
 import math
 import re
+import socket
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -420,6 +422,50 @@ def test_concurrent_clients_all_succeed(server, images, reference):
     assert len(answers) == 96
     for row, outputs in answers:
         assert_outputs(outputs, reference, [row])
+
+
+def raw_exchange(server: LocalServer, head: str, body: bytes = b"", shut: bool = False) -> bytes:
+    """Sends a request head (its lines, without the blank line) and body over a socket, shuts
+    the sending side when asked, and returns all the server sends until it closes."""
+    with socket.create_connection((server.host, server.rest_port), timeout=30) as s:
+        s.sendall(f"{head}\r\nHost: {server.host}\r\n\r\n".encode() + body)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(1 << 16):
+            answer += chunk
+    return answer
+
+
+def test_http_details_are_tf_serving_s(server, images, reference):
+    data = json.dumps({"instances": [b64(images[0])]}).encode()
+
+    def post(encoding: str, body: bytes, *extra: str, shut: bool = False, missing: int = 0
+             ) -> bytes:
+        head = "\r\n".join([f"POST {PREDICT} HTTP/1.1",
+                             f"Content-Length: {len(body) + missing}",
+                             f"Content-Encoding: {encoding}", *extra])
+        return raw_exchange(server, head, body, shut)
+
+    def outputs(answer: bytes) -> dict[str, list]:
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+        predictions = json.loads(answer.partition(b"\r\n\r\n")[2])["predictions"]
+        return {k: [p[k] for p in predictions] for k in predictions[0]}
+
+    # Any Content-Encoding naming gzip is inflated, nothing else; what does not inflate is empty.
+    assert_outputs(outputs(post("x-gzip", gzip.compress(data), "Connection: close")),
+                   reference, [0])
+    assert b"JSON Parse error" in post("deflate", zlib.compress(data), "Connection: close")
+    assert b"The document is empty" in post("gzip", b"not gzip", "Connection: close")
+    # 100 Continue before the answer; the answer to a whole body after the client shut its side.
+    expected = post("identity", data, "Expect: 100-continue", "Connection: close")
+    assert expected.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), expected[:200]
+    assert_outputs(outputs(post("identity", data, shut=True)), reference, [0])
+    cut = post("identity", data, shut=True, missing=10)  # ten bytes announced never come
+    assert cut.startswith(b"HTTP/1.1 400 ") and b"the body ended early" in cut, cut
+    # Methods TF Serving does not let evhttp take: its 501 page.
+    trace = raw_exchange(server, f"TRACE {PREDICT} HTTP/1.1\r\nConnection: close")
+    assert trace.startswith(b"HTTP/1.1 501 ") and b"<H1>Not Implemented</H1>" in trace
 
 
 @pytest.mark.parametrize("length", ["-5", "abc", "1e3", "99999999999999999999999"])

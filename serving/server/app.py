@@ -64,8 +64,6 @@ class LocalServer:
             self._grpc.stop(None)
             raise OSError(f"cannot serve REST on {host}:{rest_port}: {e.strerror}") from e
         self.rest_port = self._rest.server_address[1]
-        self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest",
-                                             daemon=True)
 
     @property
     def grpc_address(self) -> str:
@@ -93,14 +91,12 @@ class LocalServer:
         """
         self.store.start()
         self._grpc.start()
-        self._rest_thread.start()
+        self._rest.start()
         return self
 
     def stop(self) -> None:
-        """Stops both APIs (in-flight gRPC calls get a second), then unloads the versions."""
-        if self._rest_thread.is_alive():
-            self._rest.shutdown()
-        self._rest.server_close()
+        """Stops both APIs (in-flight calls get a second), then unloads the versions."""
+        self._rest.stop()
         self._grpc.stop(grace=1).wait()
         self.store.stop()
 

@@ -8,19 +8,24 @@ paths match case-insensitively, names and labels are URL-decoded, other /v1/ pat
 400 "Malformed request", paths outside /v1/ are 404, and an OPTIONS request with an http(s)
 Origin is 200. Bodies may be gzip-encoded or chunked. Errors are {"error": "<message>"}
 with TF Serving's HTTP status for the status code; a body above the server's limit is 413.
+HTTP itself is aiohttp's; what is kept by hand, and why: serving/README.md, REST over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
-import time
+import socket
+import threading
 import zlib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
+from aiohttp import StreamReader, web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
@@ -30,17 +35,18 @@ from serving.server import rest_json
 from serving.server.core import SIGNATURE_DEF, ModelStore, as_serving_error
 
 LOG = logging.getLogger("serving.server.rest")
-IDLE_CONNECTION_SECONDS = 60
-# A body declared above the limit is read and dropped for at most this long, and only while
-# it keeps coming (then the 413 goes out and the connection closes).
-DRAIN_SECONDS, DRAIN_IDLE_SECONDS = 10, 2
+IDLE_CONNECTION_SECONDS = 60  # between requests, and between the pieces of a body
+# After a 413, the rest of the body is read and dropped for at most this long, so that a client
+# still sending reads the answer instead of a reset; then the connection closes.
+DRAIN_SECONDS = 10
+REST_THREADS = 4 * (os.process_cpu_count() or 1)  # TF Serving's --rest_api_num_threads default
+# The methods TF Serving lets evhttp take (evhttp_server.cc); others are 501.
+_METHODS = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}
 _API = re.compile(r"(?i)/v1/.*")
 _PREDICT = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                       r":(classify|regress|predict)")
 _STATUS = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                      r"(?:/(metadata))?")
-_NOT_FOUND = (b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
-              b"</BODY></HTML>\n")  # libevent's page
 
 
 def handle(store: ModelStore, method: str, path: str, body: bytes) -> bytes:
@@ -107,132 +113,205 @@ def _json(message: Any) -> str:
                                      preserving_proto_field_name=True, indent=1)
 
 
-class RestHandler(BaseHTTPRequestHandler):
-    """One HTTP/1.1 keep-alive connection; `server` holds the store and the size limit."""
+def _page(status: int, reason: str) -> bytes:
+    # libevent's error page (evhttp_send_error), as TF Serving sends for what it does not route
+    return (f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n"
+            f"</BODY></HTML>\n").encode()
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: avoid the ACK delay
-    timeout = IDLE_CONNECTION_SECONDS
-    server: RestServer
 
-    def _dispatch(self) -> None:
-        try:
-            body = self._read_body()
-        except InvalidArgument as e:  # a broken length or chunk: the stream is lost
-            self.close_connection = True
-            return self._reply(400, rest_json.error_body(str(e)))
-        except RequestTooLarge as e:
-            return self._reply(PAYLOAD_TOO_LARGE, rest_json.error_body(str(e)))
-        if not _API.fullmatch(self.path):
-            return self._reply(404, _NOT_FOUND, "text/html")
-        if self.command == "OPTIONS":  # a CORS preflight
-            origin = re.search(r"https?://", self.headers.get("Origin", ""))
-            return self._reply(200 if origin else 400, b"", None)
-        try:
-            self._reply(200, handle(self.server.store, self.command, self.path, body))
-        except Exception as e:  # every failure is an answer; the server keeps serving
-            error = as_serving_error(e)
-            self._reply(error.http_status, rest_json.error_body(str(error)))
+def _reply(status: int, body: bytes, content_type: str | None = "application/json"
+           ) -> web.Response:
+    return web.Response(status=status, body=body, content_type=content_type)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
-    def _read_body(self) -> bytes:
-        limit = self.server.max_request_bytes
-        declared = self.headers.get("Content-Length") or ""
-        if declared.isdigit() and int(declared) > limit:
-            # Refused without keeping the body. The body is read and dropped for a bounded time,
-            # so that a client still sending reads the 413 instead of a reset; when it does
-            # not all arrive in that time (a length that no body follows cannot hold the
-            # thread), the connection closes after the answer.
-            self.close_connection = not self._drain(int(declared))
-            raise RequestTooLarge(f"request of {declared} bytes is larger than the server's "
-                                  f"maximum of {limit} bytes")
-        size, parts = 0, []
-        for part in self._body_parts():
-            size += len(part)
-            if size <= limit:  # past the limit, the rest is read and dropped: closing with
-                parts.append(part)  # unread data would reset the connection and lose the answer
-        if size > limit:
-            raise RequestTooLarge(f"request of {size} bytes is larger than the server's "
-                                  f"maximum of {limit} bytes")
-        body = b"".join(parts)
-        if "gzip" in self.headers.get("Content-Encoding", ""):
-            try:  # a body that does not inflate is empty, as in TF Serving
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                body = inflater.decompress(body, limit + 1)
-            except zlib.error:
-                body = b""
-            if len(body) > limit:
-                raise RequestTooLarge(f"request inflates to more than the server's maximum of "
-                                      f"{limit} bytes")
-        return body
+def _too_large(size: int | None, limit: int) -> RequestTooLarge:
+    of = f" of {size} bytes" if size is not None else ""
+    return RequestTooLarge(f"request{of} is larger than the server's maximum of {limit} bytes")
 
-    def _drain(self, size: int) -> bool:
-        """Reads and drops `size` body bytes within the drain limits; True if all came."""
-        deadline = time.monotonic() + DRAIN_SECONDS
-        self.connection.settimeout(DRAIN_IDLE_SECONDS)
-        try:
-            while size > 0 and time.monotonic() < deadline:
-                part = self.rfile.read1(min(size, 1 << 20))
-                if not part:
-                    return False
-                size -= len(part)
-        except OSError:  # the idle timeout, or the client gave up
+
+class _Connection(web.RequestHandler):
+    """aiohttp's HTTP/1.1 connection, with the two answers its defaults do not give: what its
+    parser refuses is a JSON error, and a client that shuts its sending side still reads the
+    answer to the request in progress (evhttp stops reading while it answers)."""
+
+    body: StreamReader | None = None  # the body of the request in progress, set by RestServer
+    body_cut = False  # the client stopped sending before the body's end
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side: no request follows on this connection.
+
+        Returns:
+          True (the answer in progress still goes out) while a request is in progress, whose
+          body, if not all came, ends there (body_cut); False when idle (closed).
+        """
+        if self.body is None:
             return False
-        self.connection.settimeout(self.timeout)
-        return size == 0
+        self.close()  # after the answer
+        if not self.body.is_eof():
+            self.body_cut = True
+            self.body.feed_eof()
+        return True
 
-    def _body_parts(self) -> Iterator[bytes]:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                line = self.rfile.readline(1024)
-                try:
-                    size = int(line.split(b";")[0], 16)
-                except ValueError:
-                    raise InvalidArgument(f"bad chunk size line {line[:40]!r}") from None
-                if size == 0:
-                    while self.rfile.readline(1024).strip():  # trailers
-                        pass
-                    return
-                yield from self._read_exactly(size)
-                self.rfile.readline(8)  # the CRLF after the chunk
-        length = self.headers.get("Content-Length") or "0"
-        if not length.isdigit():
-            raise InvalidArgument(f"bad Content-Length {length!r}")
-        yield from self._read_exactly(int(length))
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None
+                     ) -> web.StreamResponse:
+        """Answers a request that aiohttp's parser refused, {"error": ...}, and closes.
 
-    def _read_exactly(self, size: int) -> Iterator[bytes]:
-        while size > 0:
-            part = self.rfile.read(min(size, 1 << 20))
-            if not part:
-                raise InvalidArgument("the body ended early")
-            size -= len(part)
-            yield part
+        Args:
+          request: the request (a placeholder when the parser refused it).
+          status: aiohttp's status (400 for what does not parse).
+          exc: the parser's exception.
+          message: the parser's message (its first line is the reason).
 
-    def _reply(self, status: int, body: bytes, content_type: str | None = "application/json"
-               ) -> None:
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:  # so that a client does not reuse the connection
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Logs each request at DEBUG instead of printing it to stderr."""
-        LOG.debug("%s " + format, self.address_string(), *args)
+        Returns:
+          The answer: 413 for a Content-Length beyond 64 bits (above any limit), else status.
+        """
+        reason = (message or str(exc) or "internal error").split(":\n")[0].strip()
+        LOG.debug("refused a request: %s", reason)
+        error = f"Malformed HTTP request: {reason}"
+        if reason == "Content-Length overflow":  # llhttp's words for a length beyond 2**64
+            status, error = PAYLOAD_TOO_LARGE, "request larger than 2^64 bytes"
+        response = _reply(status, rest_json.error_body(error))
+        response.force_close()
+        return response
 
 
-class RestServer(ThreadingHTTPServer):
-    """A thread per connection, over the store, refusing bodies above max_request_bytes."""
+class _Server(web.Server):
+    """aiohttp's low-level server, its connections _Connection."""
 
-    daemon_threads = True
-    request_queue_size = 128  # listen backlog; the default 5 overflows under concurrent clients
+    def __call__(self) -> _Connection:
+        """A connection's protocol (asyncio calls this for each connection).
+
+        Returns:
+          The connection: idle for IDLE_CONNECTION_SECONDS at most, the body inflated here.
+        """
+        return _Connection(self, loop=asyncio.get_running_loop(), access_log=None,
+                           auto_decompress=False, keepalive_timeout=IDLE_CONNECTION_SECONDS,
+                           lingering_time=DRAIN_SECONDS)
+
+
+class RestServer:
+    """TF Serving's REST API over the store on aiohttp, start() to stop(): an event loop
+    thread reads and frames the requests (Content-Length, chunked, keep-alive), a pool of
+    REST_THREADS threads answers them (gzip, JSON, the model); bodies above max_request_bytes
+    are refused with 413, the rest of them read and dropped for at most DRAIN_SECONDS.
+
+    Raises:
+      OSError: the address cannot be bound.
+    """
 
     def __init__(self, address: tuple[str, int], store: ModelStore, max_request_bytes: int):
         self.store = store
         self.max_request_bytes = max_request_bytes
-        super().__init__(address, RestHandler)
+        self._socket = socket.create_server(address, backlog=128)
+        self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rest",
+                                        daemon=True)
+        self._pool = ThreadPoolExecutor(REST_THREADS, thread_name_prefix="rest")
+        self._runner: web.ServerRunner | None = None
+
+    def start(self) -> None:
+        """Serves on the bound address from a thread of its own."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result()
+
+    def stop(self) -> None:
+        """Stops serving (requests in progress get a second) and releases the address."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _listen(self) -> None:
+        self._runner = web.ServerRunner(_Server(self._answer), shutdown_timeout=1)
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._socket).start()
+
+    async def _close(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+        # What cleanup leaves (a drain after a 413) ends here, as asyncio.run ends its tasks.
+        rest = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    async def _answer(self, request: web.BaseRequest) -> web.Response:
+        connection = request.protocol
+        assert isinstance(connection, _Connection)
+        connection.body = request.content
+        try:
+            body = await self._read_body(request, connection)
+        except RequestTooLarge as e:  # the rest of the body is drained after the answer
+            return _reply(PAYLOAD_TOO_LARGE, rest_json.error_body(str(e)))
+        except InvalidArgument as e:  # the body ended early: the stream is lost
+            response = _reply(400, rest_json.error_body(str(e)))
+            response.force_close()
+            return response
+        except TimeoutError:  # a body that stopped coming: no answer, as from evhttp
+            connection.force_close()
+            return web.Response()  # not sent: the connection is closed
+        else:
+            status, answer, content_type = await self._loop.run_in_executor(
+                self._pool, self._respond, request.method, request.raw_path, request.headers,
+                body)
+            return _reply(status, answer, content_type)
+        finally:
+            connection.body = None
+
+    async def _read_body(self, request: web.BaseRequest, connection: _Connection) -> bytes:
+        limit = self.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _too_large(request.content_length, limit)  # before reading it
+        if request.headers.get("Expect", "").lower() == "100-continue":  # as evhttp answers
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        size, parts = 0, []
+        while True:
+            async with asyncio.timeout(IDLE_CONNECTION_SECONDS):
+                part = await request.content.readany()
+            if not part:
+                if connection.body_cut:
+                    raise InvalidArgument("the body ended early")
+                return b"".join(parts)
+            size += len(part)
+            if size > limit:
+                raise _too_large(None, limit)
+            parts.append(part)
+
+    def _respond(self, method: str, path: str, headers: Mapping[str, str], body: bytes
+                 ) -> tuple[int, bytes, str | None]:
+        """The status, body and content type of TF Serving's answer (in a pool thread)."""
+        if method not in _METHODS:
+            return 501, _page(501, "Not Implemented"), "text/html"
+        if "gzip" in headers.get("Content-Encoding", ""):
+            try:
+                body = _inflate(body, self.max_request_bytes)
+            except RequestTooLarge as e:
+                return PAYLOAD_TOO_LARGE, rest_json.error_body(str(e)), "application/json"
+        if not _API.fullmatch(path):
+            return 404, _page(404, "Not Found"), "text/html"
+        if method == "OPTIONS":  # a CORS preflight
+            return 200 if re.search(r"https?://", headers.get("Origin", "")) else 400, b"", None
+        try:
+            return 200, handle(self.store, method, path, body), "application/json"
+        except Exception as e:  # every failure is an answer; the server keeps serving
+            error = as_serving_error(e)
+            return error.http_status, rest_json.error_body(str(error)), "application/json"
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    # As TF Serving's evhttp_request.cc: the whole body is inflated after it is read, and one
+    # that does not inflate is empty.
+    try:
+        body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit + 1)
+    except zlib.error:
+        return b""
+    if len(body) > limit:
+        raise RequestTooLarge(f"request inflates to more than the server's maximum of {limit} "
+                              "bytes")
+    return body
