@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components.on_device_record import read_on_device
+from components.on_device_record import read_on_device, saved_model_bytes
 from contract.artifacts import TFLITE_DIR, TFLITE_FORMS, tflite_file
 from contract.interface import IMAGES_INPUT, PROBABILITIES, SERVING_SIGNATURE
 from predict.model import read_labels
@@ -37,13 +36,6 @@ from trainer.tflite_export import load_interpreter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PHOTOS = SHARED / "data" / "cats_vs_dogs" / "validation"
-
-
-def _size(path: str) -> int:
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
-               if TFLITE_DIR not in Path(d).relative_to(path).parts for f in files)
 
 
 def main() -> int:
@@ -109,8 +101,8 @@ def main() -> int:
                 start = time.perf_counter()
                 run(x)
                 latency[name].append((time.perf_counter() - start) * 1000)
-    sizes = {"SavedModel": _size(version),
-             **{form: _size(str(args.version_dir / TFLITE_DIR / tflite_file(form)))
+    sizes = {"SavedModel": saved_model_bytes(version),
+             **{form: (args.version_dir / TFLITE_DIR / tflite_file(form)).stat().st_size
                 for form in interpreters}}
     record = read_on_device(version) or {"forms": {}}
     test_split = {"SavedModel": record.get("saved_model"), **record["forms"]}

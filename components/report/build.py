@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components.on_device_record import read_on_device
+from components.on_device_record import read_on_device, saved_model_bytes
 from components.report import history as hist
 from components.report import page, plots
 from components.report.evaluation import read_evaluation
@@ -160,13 +160,9 @@ def on_device_numbers(model_dir: str, pushed: bool) -> dict[str, Any] | None:
     record = read_on_device(model_dir)
     if record is None:
         return None
-    saved_bytes = sum(tf.io.gfile.stat(os.path.join(d, f)).length
-                      for d, _, files in tf.io.gfile.walk(model_dir)
-                      if TFLITE_DIR not in os.path.relpath(d, model_dir).split(os.sep)
-                      for f in files)
     rows = [{"form": "SavedModel", "file": SAVED_MODEL_FILE + " + variables",
-             "bytes": saved_bytes, **record["saved_model"], "drop": 0.0, "pushed": pushed,
-             "reason": ""}]
+             "bytes": saved_model_bytes(model_dir), **record["saved_model"], "drop": 0.0,
+             "pushed": pushed, "reason": ""}]
     rows += [{"form": form, **entry, "pushed": pushed and entry["passed"],
               "reason": entry["reason"] or ("" if pushed else "the model was not pushed")}
              for form, entry in record["forms"].items()]
