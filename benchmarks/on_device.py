@@ -32,7 +32,7 @@ from contract.artifacts import TFLITE_DIR, TFLITE_FORMS, tflite_file
 from contract.interface import IMAGES_INPUT, PROBABILITIES, SERVING_SIGNATURE
 from predict.model import read_labels
 from trainer.images import device_pixels
-from trainer.tflite_export import load_interpreter
+from trainer.tflite_export import load_interpreter, photo_runner
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PHOTOS = SHARED / "data" / "cats_vs_dogs" / "validation"
@@ -76,17 +76,8 @@ def main() -> int:
     def decode(one: bytes) -> np.ndarray:
         return device_pixels(tf.constant([one]), size).numpy()
 
-    def tflite(form: str):
-        interpreter = interpreters[form]
-        (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-        def run(pixels: np.ndarray) -> np.ndarray:
-            interpreter.set_tensor(image["index"], pixels)
-            interpreter.invoke()
-            return interpreter.get_tensor(output["index"])[0]
-        return run
-
-    runners = {"SavedModel": saved_model, **{form: tflite(form) for form in interpreters}}
+    runners = {"SavedModel": saved_model,
+               **{form: photo_runner(interpreter) for form, interpreter in interpreters.items()}}
     pixels = [decode(one) for one in encoded]
     inputs = {name: encoded if name == "SavedModel" else pixels for name in runners}
     accuracy = {name: float(np.mean(np.array([np.argmax(run(x)) for x in inputs[name]])

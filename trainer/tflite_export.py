@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -147,6 +147,25 @@ def load_interpreter(tflite_model: bytes) -> tf.lite.Interpreter:
     return interpreter
 
 
+def photo_runner(interpreter: tf.lite.Interpreter) -> Callable[[np.ndarray], np.ndarray]:
+    """One photo at a time through an interpreter (load_interpreter), as a phone runs it.
+
+    Args:
+      interpreter: an on-device model's interpreter.
+
+    Returns:
+      A function: uint8 pixels [1, size, size, 3] -> float32 probabilities [classes] (a copy).
+    """
+    (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(image["index"], pixels)
+        interpreter.invoke()
+        return interpreter.get_tensor(output["index"])[0].copy()
+
+    return run
+
+
 def tflite_probabilities(tflite_model: bytes, pixels: np.ndarray) -> np.ndarray:
     """Runs an on-device model over images one at a time, as a phone runs it.
 
@@ -158,10 +177,7 @@ def tflite_probabilities(tflite_model: bytes, pixels: np.ndarray) -> np.ndarray:
       float32 [N, classes]: the probabilities.
     """
     interpreter = load_interpreter(tflite_model)
-    (image,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
-    rows = []
-    for one in pixels:
-        interpreter.set_tensor(image["index"], one[np.newaxis])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(output["index"])[0].copy())
-    return np.stack(rows) if rows else np.zeros((0, output["shape"][-1]), np.float32)
+    run = photo_runner(interpreter)
+    rows = [run(one[np.newaxis]) for one in pixels]
+    classes = interpreter.get_output_details()[0]["shape"][-1]
+    return np.stack(rows) if rows else np.zeros((0, classes), np.float32)
